@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Runs a single-node Apache Kafka 4.x broker (KRaft, combined broker+controller) on loopback, for
+# the real-services test suite and for local use. Needs Java 17+ and Maven; the broker's jars are
+# resolved from Maven Central through scripts/kafka/pom.xml into a cache outside the repository.
+#
+#   scripts/kafka.sh start     fetch jars if needed, format fresh storage, start, wait for metadata
+#   scripts/kafka.sh stop      SIGTERM and wait (SIGKILL after 30 s)
+#   scripts/kafka.sh restart   stop and start again on the same log dirs (data is kept)
+#   scripts/kafka.sh status    exit 0 when running
+#   scripts/kafka.sh version   print the broker version read from its log
+#
+# Environment: CACHEWIRE_KAFKA_PORT (default 19092; the controller listens on port+1),
+# CACHEWIRE_STATE_DIR (default /tmp/cachewire-services), CACHEWIRE_CACHE_DIR (default ~/.cache/cachewire).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+port="${CACHEWIRE_KAFKA_PORT:-19092}"
+cport=$((port + 1))
+state="${CACHEWIRE_STATE_DIR:-/tmp/cachewire-services}/kafka-$port"
+cache="${CACHEWIRE_CACHE_DIR:-$HOME/.cache/cachewire}"
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$root/scripts/kafka/pom.xml")
+jars="$cache/kafka-$version-$(sha256sum "$root/scripts/kafka/pom.xml" | cut -c1-12)"
+pidfile="$state/kafka.pid"
+log="$state/kafka.log"
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+fetch_jars() {
+  if [ -f "$jars/.complete" ]; then return; fi
+  command -v mvn >/dev/null || { echo "kafka.sh: Maven (mvn) is needed to fetch the broker jars" >&2; exit 1; }
+  echo "kafka.sh: resolving Apache Kafka $version jars into $jars"
+  rm -rf "$jars"; mkdir -p "$jars"
+  mvn -q -B -f "$root/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$jars"
+  touch "$jars/.complete"
+}
+
+write_config() {
+  mkdir -p "$state/data"
+  cat > "$state/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+log.dirs=$state/data
+num.partitions=3
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+delete.topic.enable=true
+PROPS
+  cat > "$state/log4j2.properties" <<'PROPS'
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = OUT
+logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
+logger.appinfo.level = info
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = info
+PROPS
+}
+
+java_cmd() { # main class and args
+  java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$jars/*" "$@"
+}
+
+start() {
+  if running; then echo "kafka.sh: already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return; fi
+  command -v java >/dev/null || { echo "kafka.sh: Java 17+ is needed" >&2; exit 1; }
+  fetch_jars
+  if [ ! -f "$state/data/meta.properties" ]; then
+    rm -rf "$state"; mkdir -p "$state"
+    write_config
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    java_cmd kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$state/server.properties" >"$state/format.log" 2>&1 \
+      || { cat "$state/format.log" >&2; exit 1; }
+  fi
+  echo "kafka.sh: starting Apache Kafka $version on 127.0.0.1:$port (log $log)"
+  nohup bash -c "$(declare -f java_cmd); state='$state' jars='$jars' java_cmd kafka.Kafka '$state/server.properties'" >>"$log" 2>&1 &
+  echo $! > "$pidfile"
+  if ! (cd "$root" && go run ./internal/cmd/kafkaready -brokers "127.0.0.1:$port" -timeout 120s); then
+    echo "kafka.sh: broker did not become ready; last log lines:" >&2; tail -30 "$log" >&2; stop; exit 1
+  fi
+  echo "kafka.sh: Apache Kafka $(broker_version) ready on 127.0.0.1:$port"
+}
+
+stop() {
+  if ! running; then rm -f "$pidfile"; echo "kafka.sh: not running"; return; fi
+  pid=$(cat "$pidfile")
+  # The pid is the bash wrapper; signal the JVM under it too.
+  pkill -TERM -P "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 300); do running || break; sleep 0.1; done
+  if running; then pkill -KILL -P "$pid" 2>/dev/null || true; kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$pidfile"
+  echo "kafka.sh: stopped"
+}
+
+broker_version() { sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$log" 2>/dev/null | tail -1; }
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  restart) stop; start ;;
+  status) running ;;
+  version) broker_version ;;
+  *) echo "usage: $0 start|stop|restart|status|version" >&2; exit 2 ;;
+esac

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs a redis-server (from Debian's redis-server package, installed when missing and running as
+# root) on its own loopback port with no persistence, for the real-services test suite.
+#
+#   scripts/redis.sh start | stop | restart | status | version
+#
+# Environment: CACHEWIRE_REDIS_PORT (default 16379), CACHEWIRE_STATE_DIR (default /tmp/cachewire-services).
+set -euo pipefail
+
+port="${CACHEWIRE_REDIS_PORT:-16379}"
+state="${CACHEWIRE_STATE_DIR:-/tmp/cachewire-services}/redis-$port"
+pidfile="$state/redis.pid"
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+ensure_installed() {
+  command -v redis-server >/dev/null && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "redis.sh: installing redis-server from Debian packages"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+  else
+    echo "redis.sh: redis-server is not installed (apt-get install redis-server)" >&2; exit 1
+  fi
+}
+
+start() {
+  if running; then echo "redis.sh: already running on 127.0.0.1:$port"; return; fi
+  ensure_installed
+  mkdir -p "$state"
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
+    --pidfile "$pidfile" --logfile "$state/redis.log" --dir "$state"
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && { echo "redis.sh: redis-server $(version) ready on 127.0.0.1:$port"; return; }
+    sleep 0.1
+  done
+  echo "redis.sh: redis-server did not answer PING" >&2; tail -20 "$state/redis.log" >&2; exit 1
+}
+
+stop() {
+  if ! running; then echo "redis.sh: not running"; return; fi
+  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || kill "$(cat "$pidfile")" 2>/dev/null || true
+  for _ in $(seq 1 100); do running || break; sleep 0.1; done
+  rm -f "$pidfile"; echo "redis.sh: stopped"
+}
+
+version() { redis-cli -p "$port" info server 2>/dev/null | sed -n 's/^redis_version:\(.*\)\r*$/\1/p' | tr -d '\r'; }
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  restart) stop; start ;;
+  status) running ;;
+  version) version ;;
+  *) echo "usage: $0 start|stop|restart|status|version" >&2; exit 2 ;;
+esac

@@ -9,8 +9,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 	"github.com/cachewire/cachewire/internal/testenv"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
 // TestSmokeKafkaRoundTrip publishes one ChangeEvent the way cachewire publishers do (Murmur2,

@@ -1,0 +1,217 @@
+package lru
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cachewire/cachewire/invalidation"
+)
+
+// Config configures a Cache. The zero value is usable: every field documents its default.
+type Config struct {
+	// MaxEntries bounds the number of values held. If zero, it defaults to 100,000.
+	MaxEntries int
+	// MaxBytes bounds the bytes held by values, counting key, value and EntryOverhead per entry.
+	// If zero, it defaults to 256 MiB.
+	MaxBytes int64
+	// TTL is a safety net: a value is dropped this long after it was stored even if no event
+	// evicted it. If zero, it defaults to 10 minutes.
+	TTL time.Duration
+	// TTLJitter spreads expiries by up to this fraction of TTL either way, so entries filled
+	// together do not expire together. If zero, it defaults to 0.1; negative disables jitter.
+	TTLJitter float64
+	// NegativeTTL is how long a "not found" answer from the origin is cached. If zero, it
+	// defaults to 5 seconds.
+	NegativeTTL time.Duration
+	// MaxTombstones bounds the number of tombstones held. If zero, it defaults to MaxEntries.
+	MaxTombstones int
+	// TombstoneTTL is how long a version the tier learned counts as young: forgetting a young
+	// version raises the fence (see BeginFill). It must be longer than the longest origin load.
+	// If zero, it defaults to 30 seconds.
+	TombstoneTTL time.Duration
+	// Now returns the current time. If nil, it defaults to time.Now. For tests.
+	Now func() time.Time
+}
+
+func (c *Config) validate() error {
+	if c.MaxEntries == 0 {
+		c.MaxEntries = 100_000
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 256 << 20
+	}
+	if c.TTL == 0 {
+		c.TTL = 10 * time.Minute
+	}
+	if c.TTLJitter == 0 {
+		c.TTLJitter = 0.1
+	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = 5 * time.Second
+	}
+	if c.MaxTombstones == 0 {
+		c.MaxTombstones = c.MaxEntries
+	}
+	if c.TombstoneTTL == 0 {
+		c.TombstoneTTL = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	switch {
+	case c.MaxEntries < 0:
+		return fmt.Errorf("lru: MaxEntries is %d, want > 0", c.MaxEntries)
+	case c.MaxBytes < 0:
+		return fmt.Errorf("lru: MaxBytes is %d, want > 0", c.MaxBytes)
+	case c.TTL < 0 || c.NegativeTTL < 0 || c.TombstoneTTL < 0:
+		return errors.New("lru: TTL, NegativeTTL and TombstoneTTL must not be negative")
+	case c.TTLJitter >= 1:
+		return fmt.Errorf("lru: TTLJitter is %v, want less than 1", c.TTLJitter)
+	case c.MaxTombstones < 0:
+		return fmt.Errorf("lru: MaxTombstones is %d, want > 0", c.MaxTombstones)
+	}
+	return nil
+}
+
+// Item is a cached value and the version it was written at.
+type Item struct {
+	// Value is shared with the cache: callers must not modify it.
+	Value []byte
+	// Version is the version of Value.
+	Version uint64
+	// Missing is true for a cached "not found" from the origin (Value is nil; Version is the
+	// deletion's version, or 0 for a key never written).
+	Missing bool
+}
+
+// FillToken is taken before a load begins (BeginFill) and handed to Fill, which rejects the fill
+// if the tier forgot a young version, or was flushed, in between.
+type FillToken struct{ fence uint64 }
+
+// Stats are a Cache's counters.
+type Stats struct {
+	Hits, Misses uint64
+	// Fills counts accepted fills; StaleFillsRejected counts fills refused by the version rule or
+	// the fence; TooLarge counts values larger than MaxBytes that were not stored.
+	Fills, StaleFillsRejected, TooLarge uint64
+	// Evictions counts values that left the tier, by reason (the Reason* constants).
+	Evictions map[string]uint64
+	// YoungTombstonesDropped counts tombstones forgotten while younger than TombstoneTTL, each of
+	// which raised the fence.
+	YoungTombstonesDropped uint64
+	Entries, Tombstones    int
+	Bytes                  int64
+}
+
+// Cache is the versioned in-process tier. It is safe for concurrent use.
+type Cache struct {
+	mu sync.Mutex
+	c  *core
+}
+
+// New returns an empty Cache.
+func New(cfg Config) (*Cache, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Cache{c: newCore(cfg)}, nil
+}
+
+// Get returns the value held for key, if any and not expired, and marks it recently used.
+func (c *Cache) Get(key string) (Item, bool) {
+	c.mu.Lock()
+	e, ok := c.c.get(key)
+	c.mu.Unlock()
+	if !ok {
+		return Item{}, false
+	}
+	return Item{Value: e.value, Version: e.version, Missing: e.negative}, true
+}
+
+// State reports the highest version the tier has seen for key, from a value or a tombstone.
+func (c *Cache) State(key string) invalidation.State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.state(key)
+}
+
+// BeginFill returns the token to pass to Fill for a load that starts now.
+func (c *Cache) BeginFill() FillToken {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return FillToken{fence: c.c.fence}
+}
+
+// Fill stores value at version for key, as read from a slower tier or the origin by a load that
+// began when tok was taken. It reports whether the fill was accepted: it is rejected when the tier
+// has seen a newer version of key, or when it forgot a young version (or was flushed) since tok
+// and knows nothing of key now.
+func (c *Cache) Fill(key string, version uint64, value []byte, tok FillToken) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.fill(key, version, value, false, tok)
+}
+
+// FillMissing caches, for NegativeTTL, that the origin has no value for key at version (0 for a
+// key never written), under the same rules as Fill.
+func (c *Cache) FillMissing(key string, version uint64, tok FillToken) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.fill(key, version, nil, true, tok)
+}
+
+// Apply applies one change event under policy p and returns what it did. e must be valid
+// (invalidation.Limits.Validate).
+func (c *Cache) Apply(e *invalidation.Event, p invalidation.Policy) invalidation.Action {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.apply(e, p)
+}
+
+// ApplyBatch applies events in order under one lock and reports how many changed the tier and how
+// many were ignored as duplicates or older than what it holds.
+func (c *Cache) ApplyBatch(events []invalidation.Event, p invalidation.Policy) (applied, ignored int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range events {
+		if c.c.apply(&events[i], p) == invalidation.Ignore {
+			ignored++
+		} else {
+			applied++
+		}
+	}
+	return applied, ignored
+}
+
+// Flush drops every value and tombstone and raises the fence, so fills that began before it are
+// rejected. A node flushes when it finds a gap in the event stream it cannot repair.
+func (c *Cache) Flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.c.flush()
+}
+
+// Len returns the number of values held (tombstones not included).
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.values.Len()
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Stats{
+		Hits: c.c.hits, Misses: c.c.misses, Fills: c.c.fills, StaleFillsRejected: c.c.staleFills,
+		TooLarge: c.c.tooLarge, YoungTombstonesDropped: c.c.youngDrops,
+		Entries: c.c.values.Len(), Tombstones: c.c.tombs.Len(), Bytes: c.c.bytes,
+		Evictions: make(map[string]uint64, len(reasons)),
+	}
+	for i, r := range reasons {
+		s.Evictions[r] = c.c.evictions[i]
+	}
+	return s
+}

@@ -1,0 +1,232 @@
+package lru
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/cachewire/cachewire/invalidation"
+)
+
+// EntryOverhead is the number of bytes each value entry is charged beyond its key and value, an
+// estimate of the LRU element, map slot and entry header it costs.
+const EntryOverhead = 160
+
+// Eviction reasons, the keys of Stats.Evictions.
+const (
+	ReasonCapacity    = "capacity"    // the entry count limit was reached
+	ReasonBytes       = "bytes"       // the byte limit was reached
+	ReasonExpired     = "expired"     // the entry outlived its TTL
+	ReasonInvalidated = "invalidated" // an event evicted it (a tombstone replaced it)
+	ReasonFlushed     = "flushed"     // the whole tier was flushed
+)
+
+var reasons = [...]string{ReasonCapacity, ReasonBytes, ReasonExpired, ReasonInvalidated, ReasonFlushed}
+
+type reason int8
+
+const (
+	rCapacity reason = iota
+	rBytes
+	rExpired
+	rInvalidated
+	rFlushed
+	rReplaced // not an eviction: the entry was overwritten or became a tombstone of its own
+)
+
+type entry struct {
+	value    []byte
+	version  uint64
+	storedAt int64 // nanoseconds since core.base
+	expires  int64 // nanoseconds since core.base
+	negative bool  // the origin said the key does not exist at version
+}
+
+type tomb struct {
+	version  uint64
+	storedAt int64
+}
+
+// core is the unsynchronised tier: both LRUs, the version rules and the accounting. Cache adds the
+// lock.
+type core struct {
+	cfg    Config
+	base   time.Time
+	values *simplelru.LRU[string, entry]
+	tombs  *simplelru.LRU[string, tomb]
+	bytes  int64
+	fence  uint64
+
+	why reason // why the LRU callback is running
+
+	hits, misses, fills, staleFills, tooLarge, youngDrops uint64
+	evictions                                             [len(reasons)]uint64
+}
+
+func newCore(cfg Config) *core {
+	c := &core{cfg: cfg, base: cfg.Now(), why: rCapacity}
+	// The sizes are validated, so NewLRU cannot fail.
+	c.values, _ = simplelru.NewLRU(cfg.MaxEntries, c.onValueEvicted)
+	c.tombs, _ = simplelru.NewLRU(cfg.MaxTombstones, c.onTombEvicted)
+	return c
+}
+
+func (c *core) now() int64 { return int64(c.cfg.Now().Sub(c.base)) }
+
+func entrySize(key string, value []byte) int64 {
+	return int64(len(key) + len(value) + EntryOverhead)
+}
+
+func (c *core) young(storedAt, now int64) bool {
+	return now-storedAt < int64(c.cfg.TombstoneTTL)
+}
+
+// onValueEvicted runs for every value leaving the values LRU, with c.why saying why.
+func (c *core) onValueEvicted(key string, e entry) {
+	c.bytes -= entrySize(key, e.value)
+	if c.why == rReplaced {
+		return
+	}
+	c.evictions[c.why]++
+	switch c.why {
+	case rCapacity, rBytes, rExpired:
+		// Forgetting a version learned recently could let a slow fill of an older version in:
+		// keep the version as a tombstone until it is old.
+		if now := c.now(); c.young(e.storedAt, now) {
+			c.putTomb(key, tomb{version: e.version, storedAt: e.storedAt})
+		}
+	}
+}
+
+// onTombEvicted runs for every tombstone leaving the tombstone LRU.
+func (c *core) onTombEvicted(_ string, t tomb) {
+	if c.why == rReplaced || c.why == rFlushed {
+		return
+	}
+	if c.young(t.storedAt, c.now()) {
+		// A version younger than the loader timeout is forgotten: reject every fill in flight.
+		c.fence++
+		c.youngDrops++
+	}
+}
+
+func (c *core) putTomb(key string, t tomb) {
+	why := c.why
+	c.why = rCapacity
+	c.tombs.Add(key, t)
+	c.why = why
+}
+
+func (c *core) removeValue(key string, why reason) {
+	c.why = why
+	c.values.Remove(key)
+	c.why = rCapacity
+}
+
+func (c *core) removeTomb(key string) {
+	c.why = rReplaced
+	c.tombs.Remove(key)
+	c.why = rCapacity
+}
+
+// get returns the value entry for key when it is present and not expired.
+func (c *core) get(key string) (entry, bool) {
+	e, ok := c.values.Get(key)
+	if !ok {
+		c.misses++
+		return entry{}, false
+	}
+	if c.now() >= e.expires {
+		c.removeValue(key, rExpired)
+		c.misses++
+		return entry{}, false
+	}
+	c.hits++
+	return e, true
+}
+
+// state is what the tier knows about key, for the version rules. It does not touch recency.
+func (c *core) state(key string) invalidation.State {
+	if e, ok := c.values.Peek(key); ok {
+		return invalidation.State{Known: true, Version: e.version}
+	}
+	if t, ok := c.tombs.Peek(key); ok {
+		return invalidation.State{Known: true, Version: t.version, Tombstone: true}
+	}
+	return invalidation.State{}
+}
+
+func (c *core) expiry(now int64, ttl time.Duration) int64 {
+	d := float64(ttl)
+	if j := c.cfg.TTLJitter; j > 0 {
+		d *= 1 + j*(2*rand.Float64()-1)
+	}
+	return now + int64(d)
+}
+
+// set stores a value entry, replacing whatever the tier holds for key, and enforces the byte
+// limit. It reports false when the entry alone is larger than MaxBytes.
+func (c *core) set(key string, version uint64, value []byte, negative bool, ttl time.Duration) bool {
+	size := entrySize(key, value)
+	if size > c.cfg.MaxBytes {
+		c.tooLarge++
+		return false
+	}
+	now := c.now()
+	c.removeTomb(key)
+	c.removeValue(key, rReplaced)
+	c.why = rCapacity
+	c.values.Add(key, entry{value: value, version: version, storedAt: now, expires: c.expiry(now, ttl), negative: negative})
+	c.bytes += size
+	c.why = rBytes
+	for c.bytes > c.cfg.MaxBytes {
+		if _, _, ok := c.values.RemoveOldest(); !ok {
+			break
+		}
+	}
+	c.why = rCapacity
+	return true
+}
+
+func (c *core) fill(key string, version uint64, value []byte, negative bool, tok FillToken) bool {
+	st := c.state(key)
+	if !invalidation.AcceptFill(st, version) || (!st.Known && tok.fence != c.fence) {
+		c.staleFills++
+		return false
+	}
+	ttl := c.cfg.TTL
+	if negative {
+		ttl = c.cfg.NegativeTTL
+	}
+	if !c.set(key, version, value, negative, ttl) {
+		return false
+	}
+	c.fills++
+	return true
+}
+
+func (c *core) apply(e *invalidation.Event, p invalidation.Policy) invalidation.Action {
+	a := invalidation.Decide(c.state(e.Key), e, p)
+	switch a {
+	case invalidation.Evict:
+		c.removeValue(e.Key, rInvalidated)
+		c.putTomb(e.Key, tomb{version: e.Version, storedAt: c.now()})
+	case invalidation.Refresh:
+		if !c.set(e.Key, e.Version, e.Value, false, c.cfg.TTL) {
+			// Too large for the tier: keep the version as a tombstone instead.
+			c.removeValue(e.Key, rInvalidated)
+			c.putTomb(e.Key, tomb{version: e.Version, storedAt: c.now()})
+			a = invalidation.Evict
+		}
+	}
+	return a
+}
+
+func (c *core) flush() {
+	c.why = rFlushed
+	c.values.Purge()
+	c.tombs.Purge()
+	c.why = rCapacity
+	c.fence++
+}

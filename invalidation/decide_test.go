@@ -6,7 +6,9 @@ func TestDecide(t *testing.T) {
 	none := State{}
 	value5 := State{Known: true, Version: 5}
 	tomb5 := State{Known: true, Version: 5, Tombstone: true}
-	upsert := func(v uint64) *Event { return &Event{Key: "k", Version: v, Op: OpUpsert, Value: []byte("x"), HasValue: true} }
+	upsert := func(v uint64) *Event {
+		return &Event{Key: "k", Version: v, Op: OpUpsert, Value: []byte("x"), HasValue: true}
+	}
 	bare := func(op Op, v uint64) *Event { return &Event{Key: "k", Version: v, Op: op} }
 
 	tests := []struct {

@@ -94,7 +94,8 @@ func (k *Kafka) CreateTopic(t testing.TB, base string, partitions int) string {
 // CreateTopic creates topic with the given partitions (replication factor 1) and waits until the
 // metadata shows all of them with leaders.
 func CreateTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	client := newClient(brokers)
+	defer client.Transport.(*kafka.Transport).CloseIdleConnections()
 	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
 		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
 	}}})
@@ -131,10 +132,34 @@ func (k *Kafka) deleteTopics(t testing.TB) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second}
+	client := newClient(k.Brokers)
+	defer client.Transport.(*kafka.Transport).CloseIdleConnections()
 	if _, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: k.topics}); err != nil {
 		t.Logf("testenv: delete topics %v: %v", k.topics, err)
 	}
+}
+
+// newClient returns a kafka-go client with a transport of its own, so that closing its idle
+// connections leaves no goroutine behind (the default transport is shared process-wide).
+func newClient(brokers []string) *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+}
+
+// Client returns a kafka-go client for the test's brokers whose connections are closed when t ends.
+func (k *Kafka) Client(t testing.TB) *kafka.Client {
+	c := newClient(k.Brokers)
+	t.Cleanup(c.Transport.(*kafka.Transport).CloseIdleConnections)
+	return c
+}
+
+// Writer returns a plain kafka-go writer to topic (no validation: tests use it to publish
+// garbage), closed when t ends.
+func (k *Kafka) Writer(t testing.TB, topic string) *kafka.Writer {
+	tr := &kafka.Transport{}
+	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: topic, Transport: tr, BatchTimeout: time.Millisecond,
+		RequiredAcks: kafka.RequireAll, Balancer: kafka.Murmur2Balancer{}}
+	t.Cleanup(func() { _ = w.Close(); tr.CloseIdleConnections() })
+	return w
 }
 
 // WaitReachable polls addr until a TCP connection succeeds or ctx ends.

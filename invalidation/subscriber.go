@@ -68,6 +68,9 @@ type SubscriberConfig struct {
 	Logger *slog.Logger
 	// Dialer connects to brokers. If nil, a dialer with a 5 s timeout is used.
 	Dialer *kafka.Dialer
+	// FromBeginning starts the partitions that exist at Run from their first offset instead of
+	// the log end. For tools and benchmarks that replay a topic; a cache node must not set it.
+	FromBeginning bool
 }
 
 // PartitionState is how far a Subscriber has read one partition.
@@ -226,7 +229,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			}
 			start := kafka.FirstOffset
 			if boot {
-				start = kafka.LastOffset
+				if !s.cfg.FromBeginning {
+					start = kafka.LastOffset
+				}
 				bootPending.Add(1)
 			} else {
 				s.log.Info("reading new partition from its beginning", "topic", tp.topic, "partition", tp.partition)

@@ -319,6 +319,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			conn = c
 		}
 		if offset < 0 {
+			resolveStart := time.Now()
 			off, err := resolveOffset(conn, offset)
 			if err != nil {
 				failures++
@@ -331,8 +332,15 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 				s.reset(tp, log, pendingReset)
 				pendingReset = nil
 			}
+			atEnd := offset == kafka.LastOffset
 			offset = off
-			s.update(tp, func(st *PartitionState) { st.Positioned, st.Offset = true, off })
+			s.update(tp, func(st *PartitionState) {
+				st.Positioned, st.Offset = true, off
+				if atEnd {
+					// Starting at the log end (with an empty sink) is being caught up as of now.
+					st.CaughtUpAt, st.HighWatermark = resolveStart, off
+				}
+			})
 			once.Do(positioned)
 		}
 
@@ -384,6 +392,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			// Events were lost to us: retention passed our offset, or the topic was deleted or
 			// recreated. Find the log end first, then reset the sink, so that every event
 			// published after the reset is still read.
+			resolveStart := time.Now()
 			off, rerr := resolveOffset(conn, kafka.LastOffset)
 			if rerr != nil {
 				log.Warn("gap found but log end unknown; retrying", "err", err, "lookup_err", rerr)
@@ -395,7 +404,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			}
 			s.reset(tp, log, err)
 			offset = off
-			s.update(tp, func(st *PartitionState) { st.Offset = off })
+			s.update(tp, func(st *PartitionState) { st.Offset, st.HighWatermark, st.CaughtUpAt = off, off, resolveStart })
 		default:
 			if ctx.Err() != nil {
 				return

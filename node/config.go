@@ -1,0 +1,142 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cachewire/cachewire/invalidation"
+	"github.com/cachewire/cachewire/lru"
+	"github.com/cachewire/cachewire/redistier"
+)
+
+// Config configures a Node. Every field documents its zero-value default.
+type Config struct {
+	// NodeID names the node in logs, Stats and the events it publishes. If empty, it defaults to
+	// the host name.
+	NodeID string
+	// GRPCAddr is where CacheService and gRPC health are served. If empty, it defaults to
+	// "127.0.0.1:7070". Use port 0 for any free port (see Node.GRPCAddr).
+	GRPCAddr string
+	// HTTPAddr serves /healthz, /readyz, /metrics and, with Pprof, /debug/pprof/. If empty, it
+	// defaults to "127.0.0.1:9090"; "-" disables it.
+	HTTPAddr string
+	// Pprof enables /debug/pprof/ on HTTPAddr.
+	Pprof bool
+
+	// Brokers are the Kafka bootstrap addresses. Required.
+	Brokers []string
+	// Topics are the event topics whose keys this node caches. Required.
+	Topics []string
+	// InvalidateTopic receives the INVALIDATE events that the Invalidate RPC publishes. If empty,
+	// it defaults to the first of Topics.
+	InvalidateTopic string
+	// GroupID is the consumer group shared by every node that applies events to the same Redis.
+	// If empty, it defaults to "cachewire-l2".
+	GroupID string
+
+	// L1 configures the in-process tier; zero fields take lru's defaults.
+	L1 lru.Config
+	// L2 configures the Redis tier. If L2.Addrs and L2.Client are both empty, the node runs
+	// without L2.
+	L2 redistier.Config
+	// Policy says when an UPSERT carrying its value refreshes instead of evicting. The zero value
+	// is invalidation.RefreshHeld.
+	Policy invalidation.Policy
+
+	// Loader reads the origin on a miss. If nil, the node is cache-aside: a miss returns
+	// found=false and the application calls Set.
+	Loader Loader
+	// LoaderTimeout bounds one origin load. If zero, it defaults to 5 seconds. It must be shorter
+	// than L1.TombstoneTTL and L2.TombstoneTTL.
+	LoaderTimeout time.Duration
+	// MaxStaleness is how long after a partition was last caught up with the log end the node
+	// still trusts its tiers for keys on it. Beyond it, reads go to the origin, or come back with
+	// stale=true when there is none. If zero, it defaults to 5 seconds.
+	MaxStaleness time.Duration
+	// Limits bound keys and values; zero fields take invalidation's defaults (1 KiB, 1 MiB).
+	Limits invalidation.Limits
+	// MaxBatch bounds BatchGet. If zero, it defaults to 100.
+	MaxBatch int
+	// MaxRecvMsgBytes bounds one gRPC request. If zero, it defaults to MaxValueBytes + 64 KiB.
+	MaxRecvMsgBytes int
+	// MaxInFlight bounds concurrent requests; more get ResourceExhausted. If zero, it defaults to
+	// 4096.
+	MaxInFlight int
+	// ShutdownTimeout bounds how long Shutdown waits for requests in flight. If zero, it defaults
+	// to 10 seconds.
+	ShutdownTimeout time.Duration
+	// SubscriberMaxWait is the subscriber's fetch wait: how often an idle partition confirms it is
+	// caught up. If zero, it defaults to 250 ms.
+	SubscriberMaxWait time.Duration
+	// Logger receives the node's logs. If nil, it defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.NodeID == "" {
+		c.NodeID, _ = os.Hostname()
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:7070"
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:9090"
+	}
+	if len(c.Brokers) == 0 {
+		return errors.New("node: no Kafka brokers (--kafka-brokers)")
+	}
+	if len(c.Topics) == 0 {
+		return errors.New("node: no topics (--topics)")
+	}
+	if c.InvalidateTopic == "" {
+		c.InvalidateTopic = c.Topics[0]
+	}
+	if c.GroupID == "" {
+		c.GroupID = "cachewire-l2"
+	}
+	c.Limits = c.Limits.WithDefaults()
+	if c.LoaderTimeout == 0 {
+		c.LoaderTimeout = 5 * time.Second
+	}
+	if c.MaxStaleness == 0 {
+		c.MaxStaleness = 5 * time.Second
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 100
+	}
+	if c.MaxRecvMsgBytes == 0 {
+		c.MaxRecvMsgBytes = c.Limits.MaxValueBytes + 64<<10
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 4096
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.SubscriberMaxWait == 0 {
+		c.SubscriberMaxWait = 250 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	tomb := c.L1.TombstoneTTL
+	if tomb == 0 {
+		tomb = 30 * time.Second
+	}
+	switch {
+	case c.LoaderTimeout >= tomb:
+		return fmt.Errorf("node: loader timeout %v must be shorter than the L1 tombstone TTL %v", c.LoaderTimeout, tomb)
+	case c.L2.TombstoneTTL != 0 && c.LoaderTimeout >= c.L2.TombstoneTTL:
+		return fmt.Errorf("node: loader timeout %v must be shorter than the L2 tombstone TTL %v", c.LoaderTimeout, c.L2.TombstoneTTL)
+	case c.MaxBatch < 0 || c.MaxInFlight < 0 || c.MaxRecvMsgBytes < 0:
+		return errors.New("node: MaxBatch, MaxInFlight and MaxRecvMsgBytes must not be negative")
+	case c.MaxStaleness < 0 || c.LoaderTimeout < 0:
+		return errors.New("node: MaxStaleness and LoaderTimeout must not be negative")
+	}
+	return nil
+}
+
+func (c *Config) hasL2() bool { return c.L2.Client != nil || len(c.L2.Addrs) > 0 }

@@ -1,0 +1,66 @@
+package node
+
+import (
+	"context"
+	"strconv"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+)
+
+// Loaded is what the origin holds for a key.
+type Loaded struct {
+	Value   []byte
+	Version uint64
+	// Found is false when the origin has no value for the key: Version is then the version of its
+	// deletion, or 0 if it was never written.
+	Found bool
+}
+
+// Loader reads keys from the origin (the system of record). Load must honour ctx: the node
+// cancels it when every request waiting for it has given up.
+type Loader interface {
+	Load(ctx context.Context, key string) (Loaded, error)
+}
+
+// LoaderFunc adapts a function to a Loader.
+type LoaderFunc func(ctx context.Context, key string) (Loaded, error)
+
+// Load calls f.
+func (f LoaderFunc) Load(ctx context.Context, key string) (Loaded, error) { return f(ctx, key) }
+
+// VersionTrailer is the gRPC trailer in which WriterService.Get returns the version of a
+// deletion along with NotFound.
+const VersionTrailer = "cachewire-version"
+
+// WriterLoader loads from a WriterService (cmd/writer, or any service that implements it).
+type WriterLoader struct {
+	client pb.WriterServiceClient
+}
+
+// NewWriterLoader returns a Loader that calls WriterService.Get over conn.
+func NewWriterLoader(conn grpc.ClientConnInterface) *WriterLoader {
+	return &WriterLoader{client: pb.NewWriterServiceClient(conn)}
+}
+
+// Load calls WriterService.Get. NotFound is not an error: it gives Found=false with the
+// deletion's version from the trailer.
+func (w *WriterLoader) Load(ctx context.Context, key string) (Loaded, error) {
+	var trailer metadata.MD
+	resp, err := w.client.Get(ctx, &pb.OriginGetRequest{Key: key}, grpc.Trailer(&trailer))
+	if status.Code(err) == codes.NotFound {
+		var v uint64
+		if vals := trailer.Get(VersionTrailer); len(vals) > 0 {
+			v, _ = strconv.ParseUint(vals[0], 10, 64)
+		}
+		return Loaded{Version: v}, nil
+	}
+	if err != nil {
+		return Loaded{}, err
+	}
+	return Loaded{Value: resp.GetValue(), Version: resp.GetVersion(), Found: resp.GetFound()}, nil
+}

@@ -1,0 +1,129 @@
+package node
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the node's Prometheus metrics, on a registry of its own so that several nodes can
+// live in one process (tests, the demo).
+type metrics struct {
+	reg *prometheus.Registry
+
+	tierReads    *prometheus.CounterVec // tier, result (hit|miss)
+	loads        *prometheus.CounterVec // result (found|not_found|error)
+	staleFills   *prometheus.CounterVec // tier
+	events       *prometheus.CounterVec // result (applied|ignored|invalid)
+	resets       prometheus.Counter
+	applyLatency prometheus.Histogram
+	staleReads   prometheus.Counter
+	requests     *prometheus.CounterVec // method, code
+	latency      *prometheus.HistogramVec
+	rejected     prometheus.Counter
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	m.tierReads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cachewire_tier_reads_total", Help: "Reads per tier (l1, l2), by result (hit, miss).",
+	}, []string{"tier", "result"})
+	m.loads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cachewire_origin_loads_total", Help: "Origin loads by result (found, not_found, error).",
+	}, []string{"result"})
+	m.staleFills = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cachewire_stale_fills_rejected_total", Help: "Fills refused by the version rule, per tier.",
+	}, []string{"tier"})
+	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cachewire_events_total", Help: "Change events read by the L1 subscriber, by result (applied, ignored, invalid).",
+	}, []string{"result"})
+	m.resets = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cachewire_l1_resets_total", Help: "L1 flushes after a gap in the event stream (offset out of range, topic recreated).",
+	})
+	m.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "cachewire_event_apply_latency_seconds", Help: "Time from an event's committed_at until this node applied it to L1.",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+	m.staleReads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cachewire_stale_reads_total", Help: "Reads answered with stale=true (freshness beyond max_staleness and no origin).",
+	})
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cachewire_grpc_requests_total", Help: "gRPC requests by method and status code.",
+	}, []string{"method", "code"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "cachewire_grpc_request_duration_seconds", Help: "gRPC request latency by method.",
+		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+	}, []string{"method"})
+	m.rejected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cachewire_requests_rejected_total", Help: "Requests refused with ResourceExhausted because max_in_flight was reached.",
+	})
+	for _, c := range []prometheus.Collector{m.tierReads, m.loads, m.staleFills, m.events, m.resets, m.applyLatency,
+		m.staleReads, m.requests, m.latency, m.rejected} {
+		f(c)
+	}
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f(&stateCollector{n: n})
+	return m
+}
+
+// stateCollector reports gauges read from the node's components at scrape time.
+type stateCollector struct{ n *Node }
+
+var (
+	descLag = prometheus.NewDesc("cachewire_partition_lag_events",
+		"Events between the L1 subscriber's position and the partition's log end.", []string{"topic", "partition"}, nil)
+	descFresh = prometheus.NewDesc("cachewire_partition_freshness_seconds",
+		"Seconds since the partition was last caught up with its log end (-1: never).", []string{"topic", "partition"}, nil)
+	descEntries  = prometheus.NewDesc("cachewire_l1_entries", "Values held in L1.", nil, nil)
+	descTombs    = prometheus.NewDesc("cachewire_l1_tombstones", "Tombstones held in L1.", nil, nil)
+	descBytes    = prometheus.NewDesc("cachewire_l1_bytes", "Bytes held by L1 values (key + value + overhead).", nil, nil)
+	descEvicts   = prometheus.NewDesc("cachewire_l1_evictions_total", "L1 evictions by reason.", []string{"reason"}, nil)
+	descL2Errors = prometheus.NewDesc("cachewire_l2_errors_total", "Failed Redis calls, and calls skipped while backing off.", []string{"kind"}, nil)
+	descL2Group  = prometheus.NewDesc("cachewire_l2_events_applied_total", "Events this node's L2 group member applied to Redis.", nil, nil)
+	descReady    = prometheus.NewDesc("cachewire_ready", "1 when the node is positioned at the log end and serving.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLag, descFresh, descEntries, descTombs, descBytes, descEvicts, descL2Errors, descL2Group, descReady} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	now := time.Now()
+	for _, p := range n.sub.Partitions() {
+		part := itoa(p.Partition)
+		lag := float64(0)
+		if p.Positioned && p.HighWatermark > p.Offset {
+			lag = float64(p.HighWatermark - p.Offset)
+		}
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag, p.Topic, part)
+		fresh := -1.0
+		if !p.CaughtUpAt.IsZero() {
+			fresh = now.Sub(p.CaughtUpAt).Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(descFresh, prometheus.GaugeValue, fresh, p.Topic, part)
+	}
+	s := n.l1.Stats()
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(s.Entries))
+	ch <- prometheus.MustNewConstMetric(descTombs, prometheus.GaugeValue, float64(s.Tombstones))
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(s.Bytes))
+	for reason, v := range s.Evictions {
+		ch <- prometheus.MustNewConstMetric(descEvicts, prometheus.CounterValue, float64(v), reason)
+	}
+	if n.l2 != nil {
+		ls := n.l2.Stats()
+		ch <- prometheus.MustNewConstMetric(descL2Errors, prometheus.CounterValue, float64(ls.Errors), "error")
+		ch <- prometheus.MustNewConstMetric(descL2Errors, prometheus.CounterValue, float64(ls.Skipped), "skipped")
+		ch <- prometheus.MustNewConstMetric(descL2Group, prometheus.CounterValue, float64(n.group.Stats().Events))
+	}
+	ready := 0.0
+	if n.ready.Load() && !n.draining.Load() {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
+}

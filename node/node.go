@@ -1,0 +1,324 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/cachewire/cachewire/invalidation"
+	"github.com/cachewire/cachewire/lru"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+	"github.com/cachewire/cachewire/redistier"
+)
+
+// ErrClosed is returned by Start, Shutdown and Close on a node that was already shut down.
+var ErrClosed = errors.New("node: closed")
+
+// Node is a cache node: L1 fed by its own subscriber, L2 in Redis fed by the shared group, an
+// origin loader, and CacheService over gRPC. Start binds and starts everything; Shutdown drains;
+// Close stops at once.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	l1    *lru.Cache
+	l2    *redistier.Tier // nil without Redis
+	sub   *invalidation.Subscriber
+	group *invalidation.GroupApplier // nil without Redis
+	pub   *invalidation.Publisher
+	m     *metrics
+
+	grpc   *grpc.Server
+	health *health.Server
+	http   *http.Server
+	glis   net.Listener
+	hlis   net.Listener
+
+	ctx    context.Context // the node's lifetime
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background goroutines and flights
+	flight *flight
+	sem    chan struct{}
+
+	ready    atomic.Bool
+	draining atomic.Bool
+	started  atomic.Bool
+	closed   atomic.Bool
+
+	loads, staleReads atomic.Uint64
+	applied, ignored  atomic.Uint64
+}
+
+// New builds a node from cfg. It does no I/O: Start connects and listens.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.flight = newFlight(n.ctx, &n.wg)
+	var err error
+	if n.l1, err = lru.New(cfg.L1); err != nil {
+		return nil, err
+	}
+	if cfg.hasL2() {
+		if n.l2, err = redistier.New(cfg.L2); err != nil {
+			return nil, err
+		}
+		n.group, err = invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
+			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits,
+			Logger: n.log,
+			Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
+				_, _, err := n.l2.ApplyBatch(ctx, events, cfg.Policy)
+				return err
+			}),
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	n.sub, err = invalidation.NewSubscriber(invalidation.SubscriberConfig{
+		Brokers: cfg.Brokers, Topics: cfg.Topics, Limits: cfg.Limits, Logger: n.log,
+		MaxWait: cfg.SubscriberMaxWait,
+		Sink:    invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.pub, err = invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: cfg.Brokers, Topic: cfg.InvalidateTopic, Limits: cfg.Limits})
+	if err != nil {
+		return nil, err
+	}
+	n.m = newMetrics(n)
+	return n, nil
+}
+
+// applyEvents is the L1 sink: it runs on a partition's goroutine.
+func (n *Node) applyEvents(_ string, _ int, events []invalidation.Event) {
+	applied, ignored := n.l1.ApplyBatch(events, n.cfg.Policy)
+	n.applied.Add(uint64(applied))
+	n.ignored.Add(uint64(ignored))
+	n.m.events.WithLabelValues("applied").Add(float64(applied))
+	n.m.events.WithLabelValues("ignored").Add(float64(ignored))
+	now := time.Now()
+	for i := range events {
+		if t := events[i].CommittedAt; !t.IsZero() {
+			n.m.applyLatency.Observe(now.Sub(t).Seconds())
+		}
+	}
+}
+
+// reset is called on a gap the subscriber cannot repair: L1 can no longer vouch for anything.
+func (n *Node) reset(topic string, partition int, reason string) {
+	n.l1.Flush()
+	n.m.resets.Inc()
+	n.log.Warn("L1 flushed after a gap in the event stream", "topic", topic, "partition", partition, "reason", reason)
+}
+
+// Start listens on GRPCAddr and HTTPAddr and starts the subscriber, the L2 group member and the
+// servers. The node reports SERVING (gRPC health, /readyz) once the subscriber is positioned at
+// the log end of every partition; until then reads get Unavailable.
+func (n *Node) Start() error {
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	if !n.started.CompareAndSwap(false, true) {
+		return errors.New("node: Start called twice")
+	}
+	var err error
+	if n.glis, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("node: gRPC listen on %s: %w", n.cfg.GRPCAddr, err)
+	}
+	if n.cfg.HTTPAddr != "-" {
+		if n.hlis, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+			n.glis.Close()
+			return fmt.Errorf("node: HTTP listen on %s: %w", n.cfg.HTTPAddr, err)
+		}
+	}
+
+	n.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(n.cfg.MaxRecvMsgBytes),
+		grpc.ChainUnaryInterceptor(n.observe, n.limit),
+	)
+	pb.RegisterCacheServiceServer(n.grpc, &service{n: n})
+	n.health = health.NewServer()
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	n.health.SetServingStatus(pb.CacheService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(n.grpc, n.health)
+	reflection.Register(n.grpc)
+
+	n.goRun("subscriber", func() error { return n.sub.Run(n.ctx) })
+	if n.group != nil {
+		n.goRun("l2 group applier", func() error { return n.group.Run(n.ctx) })
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-n.sub.Ready():
+			n.ready.Store(true)
+			if !n.draining.Load() {
+				n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+				n.health.SetServingStatus(pb.CacheService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+			}
+			n.log.Info("positioned at the log end of every partition: serving", "partitions", len(n.sub.Partitions()))
+		case <-n.ctx.Done():
+		}
+	}()
+	n.goRun("grpc server", func() error { return n.grpc.Serve(n.glis) })
+	if n.hlis != nil {
+		n.http = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		n.goRun("http server", func() error {
+			if err := n.http.Serve(n.hlis); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	l2 := "disabled"
+	if n.l2 != nil {
+		l2 = fmt.Sprint(n.cfg.L2.Addrs)
+	}
+	n.log.Info("cache node started", "grpc", n.GRPCAddr(), "http", n.HTTPAddr(), "topics", n.cfg.Topics,
+		"brokers", n.cfg.Brokers, "l2", l2, "origin", n.cfg.Loader != nil, "max_staleness", n.cfg.MaxStaleness)
+	return nil
+}
+
+func (n *Node) goRun(name string, f func() error) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := f(); err != nil && n.ctx.Err() == nil {
+			n.log.Error(name+" stopped", "err", err)
+		}
+	}()
+}
+
+// GRPCAddr returns the address gRPC listens on (after Start), or the configured one.
+func (n *Node) GRPCAddr() string {
+	if n.glis != nil {
+		return n.glis.Addr().String()
+	}
+	return n.cfg.GRPCAddr
+}
+
+// HTTPAddr returns the address HTTP listens on (after Start), or "" when disabled.
+func (n *Node) HTTPAddr() string {
+	if n.hlis != nil {
+		return n.hlis.Addr().String()
+	}
+	return ""
+}
+
+// Ready reports whether the node is positioned and serving.
+func (n *Node) Ready() bool { return n.ready.Load() && !n.draining.Load() }
+
+func (n *Node) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case n.draining.Load():
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		case !n.ready.Load():
+			http.Error(w, "not yet positioned at the log end", http.StatusServiceUnavailable)
+		default:
+			_, _ = w.Write([]byte("ready\n"))
+		}
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(n.m.reg, promhttp.HandlerOpts{}))
+	if n.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// Shutdown reports NOT_SERVING, lets requests in flight finish (bounded by ctx and
+// ShutdownTimeout), then stops everything. Later calls return ErrClosed.
+func (n *Node) Shutdown(ctx context.Context) error {
+	if !n.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	n.draining.Store(true)
+	if n.health != nil {
+		n.health.Shutdown() // every service NOT_SERVING
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShutdownTimeout)
+	defer cancel()
+	var err error
+	if n.grpc != nil {
+		done := make(chan struct{})
+		go func() { n.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			n.grpc.Stop()
+			<-done
+			err = fmt.Errorf("node: requests still in flight after the shutdown bound: %w", ctx.Err())
+		}
+	}
+	if n.http != nil {
+		_ = n.http.Shutdown(ctx)
+	}
+	return errors.Join(err, n.stop())
+}
+
+// Close stops the node at once: requests in flight fail. Later calls return ErrClosed.
+func (n *Node) Close() error {
+	if !n.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	n.draining.Store(true)
+	if n.grpc != nil {
+		n.grpc.Stop()
+	}
+	if n.http != nil {
+		_ = n.http.Close()
+	}
+	return n.stop()
+}
+
+func (n *Node) stop() error {
+	n.cancel()
+	errs := []error{ignoreClosed(n.sub.Close())}
+	if n.group != nil {
+		errs = append(errs, ignoreClosed(n.group.Close()))
+	}
+	n.wg.Wait()
+	errs = append(errs, n.pub.Close())
+	if n.l2 != nil {
+		errs = append(errs, n.l2.Close())
+	}
+	n.log.Info("cache node stopped")
+	return errors.Join(errs...)
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, invalidation.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

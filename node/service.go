@@ -1,0 +1,194 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/cachewire/cachewire/invalidation"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+)
+
+// service implements CacheService on a Node.
+type service struct {
+	pb.UnimplementedCacheServiceServer
+	n *Node
+}
+
+func (n *Node) checkKey(key string) error {
+	if err := n.cfg.Limits.CheckKey(key); err != nil {
+		return fmt.Errorf("%w: key: %w", errInvalidArgument, err)
+	}
+	return nil
+}
+
+func (s *service) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	if err := s.n.checkKey(req.GetKey()); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := s.n.get(ctx, req.GetKey(), req.GetMinVersion())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return response(req.GetKey(), r), nil
+}
+
+func response(key string, r loaded) *pb.GetResponse {
+	resp := &pb.GetResponse{Key: key, Value: r.value, Version: r.version, Found: r.found, Tier: r.tier,
+		Freshness: &pb.Freshness{Stale: r.stale}}
+	if !r.freshAsOf.IsZero() {
+		resp.Freshness.FreshAsOf = timestamppb.New(r.freshAsOf)
+	}
+	return resp
+}
+
+func (s *service) BatchGet(ctx context.Context, req *pb.BatchGetRequest) (*pb.BatchGetResponse, error) {
+	reqs := req.GetRequests()
+	if len(reqs) > s.n.cfg.MaxBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "batch of %d keys is over the limit: max_batch is %d", len(reqs), s.n.cfg.MaxBatch)
+	}
+	for i, r := range reqs {
+		if err := s.n.checkKey(r.GetKey()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "request %d: %v", i, err)
+		}
+	}
+	out := make([]*pb.GetResponse, len(reqs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, r := range reqs {
+		g.Go(func() error {
+			res, err := s.n.get(gctx, r.GetKey(), r.GetMinVersion())
+			if err != nil {
+				return fmt.Errorf("key %q: %w", r.GetKey(), err)
+			}
+			out[i] = response(r.GetKey(), res)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.BatchGetResponse{Responses: out}, nil
+}
+
+func (s *service) Set(ctx context.Context, req *pb.SetRequest) (*pb.SetResponse, error) {
+	n := s.n
+	if err := n.checkKey(req.GetKey()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := n.cfg.Limits.CheckValue(len(req.GetValue())); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "value: %v", err)
+	}
+	if req.GetVersion() == 0 {
+		return nil, status.Error(codes.InvalidArgument, "version: must be greater than zero (the version read from the system of record)")
+	}
+	if !n.ready.Load() {
+		return nil, toStatus(errNotReady)
+	}
+	value := req.GetValue()
+	if value == nil {
+		value = []byte{}
+	}
+	ok := n.fill(ctx, req.GetKey(), req.GetVersion(), value, n.l1.BeginFill())
+	return &pb.SetResponse{Accepted: ok}, nil
+}
+
+func (s *service) Invalidate(ctx context.Context, req *pb.InvalidateRequest) (*pb.InvalidateResponse, error) {
+	n := s.n
+	if err := n.checkKey(req.GetKey()); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetVersion() == 0 {
+		return nil, status.Error(codes.InvalidArgument, "version: must be greater than zero (the version at which the key changed)")
+	}
+	e := invalidation.Event{Key: req.GetKey(), Version: req.GetVersion(), Op: invalidation.OpInvalidate,
+		CommittedAt: time.Now(), Source: n.cfg.NodeID}
+	// Publish first: every node (this one included, through its subscriber) evicts. Applying
+	// locally too only makes this node's own next read see it at once.
+	if err := n.pub.Publish(ctx, e); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot publish the invalidation to Kafka; nothing was evicted: %v", err)
+	}
+	n.l1.Apply(&e, n.cfg.Policy)
+	if n.l2 != nil {
+		_, _ = n.l2.Apply(ctx, &e, n.cfg.Policy)
+	}
+	return &pb.InvalidateResponse{}, nil
+}
+
+func (s *service) Stats(context.Context, *pb.StatsRequest) (*pb.StatsResponse, error) {
+	n := s.n
+	l1 := n.l1.Stats()
+	resp := &pb.StatsResponse{
+		NodeId: n.cfg.NodeID,
+		L1: &pb.TierStats{Hits: l1.Hits, Misses: l1.Misses, Entries: uint64(l1.Entries), Bytes: uint64(l1.Bytes),
+			StaleFillsRejected: l1.StaleFillsRejected, Evictions: l1.Evictions},
+		OriginLoads:   n.loads.Load(),
+		EventsApplied: n.applied.Load(),
+		EventsIgnored: n.ignored.Load(),
+		EventsInvalid: n.sub.Stats().Invalid,
+	}
+	if n.l2 != nil {
+		l2 := n.l2.Stats()
+		resp.L2 = &pb.TierStats{Hits: l2.Hits, Misses: l2.Misses, StaleFillsRejected: l2.StaleFillsRejected}
+	}
+	for _, p := range n.sub.Partitions() {
+		pf := &pb.PartitionFreshness{Topic: p.Topic, Partition: int32(p.Partition), Offset: p.Offset, HighWatermark: p.HighWatermark}
+		if !p.CaughtUpAt.IsZero() {
+			pf.CaughtUpAt = timestamppb.New(p.CaughtUpAt)
+		}
+		resp.Partitions = append(resp.Partitions, pf)
+	}
+	return resp, nil
+}
+
+// toStatus maps the node's errors to gRPC status codes, in one place.
+func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
+		return err
+	}
+	switch {
+	case errors.Is(err, errInvalidArgument):
+		return status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), errInvalidArgument.Error()+": "))
+	case errors.Is(err, errNotReady), errors.Is(err, errOriginUnavailable), errors.Is(err, errOriginBehind):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// observe counts and times every request.
+func (n *Node) observe(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
+	n.m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	n.m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
+	return resp, err
+}
+
+// limit refuses requests beyond MaxInFlight with ResourceExhausted instead of queueing them
+// without bound. Health checks are never refused.
+func (n *Node) limit(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if strings.HasPrefix(info.FullMethod, "/grpc.health.") {
+		return handler(ctx, req)
+	}
+	select {
+	case n.sem <- struct{}{}:
+		defer func() { <-n.sem }()
+		return handler(ctx, req)
+	default:
+		n.m.rejected.Inc()
+		return nil, status.Errorf(codes.ResourceExhausted, "node is at max_in_flight (%d requests); retry with back-off", n.cfg.MaxInFlight)
+	}
+}

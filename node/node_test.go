@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -420,26 +419,8 @@ func TestCacheAsideSetAndInvalidate(t *testing.T) {
 	}
 }
 
-// cutFetches makes the in-process Kafka drop every fetch until the returned func is called.
-func cutFetches(t *testing.T, k *testenv.Kafka) (heal func()) {
-	t.Helper()
-	var cut atomic.Bool
-	cut.Store(true)
-	k.Fake.ControlKey(1, func(kmsg.Request) (kmsg.Response, error, bool) {
-		if cut.Load() {
-			k.Fake.KeepControl()
-			return nil, fmt.Errorf("fetch cut by the test"), true
-		}
-		return nil, nil, false
-	})
-	return func() { cut.Store(false) }
-}
-
 func TestBeyondMaxStalenessReadsGoToTheOrigin(t *testing.T) {
 	h := newHarness(t)
-	if h.kafka.Fake == nil {
-		t.Skip("cuts Kafka with kfake's request control; the integration suite covers real Kafka")
-	}
 	h.origin.put("k", 1, "v1")
 	n := h.start(func(c *Config) { c.MaxStaleness = 300 * time.Millisecond })
 	aside := h.start(func(c *Config) { c.MaxStaleness = 300 * time.Millisecond; c.Loader = nil })
@@ -447,7 +428,7 @@ func TestBeyondMaxStalenessReadsGoToTheOrigin(t *testing.T) {
 	expect(t, get(t, n, "k", 0), pb.Tier_TIER_L1, 1, "v1")
 	aside.client.Set(ctxT(t), &pb.SetRequest{Key: "k", Value: []byte("v1"), Version: 1})
 
-	heal := cutFetches(t, h.kafka)
+	heal := h.kafka.CutFetches(t)
 	testenv.WaitFor(t, 30*time.Second, func() string {
 		if r := get(t, n, "k", 0); r.Tier != pb.Tier_TIER_ORIGIN {
 			return fmt.Sprintf("still served from %s", r.Tier)

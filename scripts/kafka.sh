@@ -8,6 +8,7 @@
 #   scripts/kafka.sh restart   stop and start again on the same log dirs (data is kept)
 #   scripts/kafka.sh status    exit 0 when running
 #   scripts/kafka.sh version   print the broker version read from its log
+#   scripts/kafka.sh pid       print the broker JVM's pid
 #
 # Environment: CACHEWIRE_KAFKA_PORT (default 19092; the controller listens on port+1),
 # CACHEWIRE_STATE_DIR (default /tmp/cachewire-services), CACHEWIRE_CACHE_DIR (default ~/.cache/cachewire).
@@ -79,6 +80,9 @@ java_cmd() { # main class and args
 
 start() {
   if running; then echo "kafka.sh: already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return; fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || (exec 3<>"/dev/tcp/127.0.0.1/$cport") 2>/dev/null; then
+    echo "kafka.sh: port $port or $cport is already in use by another process; set CACHEWIRE_KAFKA_PORT" >&2; exit 1
+  fi
   command -v java >/dev/null || { echo "kafka.sh: Java 17+ is needed" >&2; exit 1; }
   fetch_jars
   if [ ! -f "$state/data/meta.properties" ]; then
@@ -89,9 +93,11 @@ start() {
       || { cat "$state/format.log" >&2; exit 1; }
   fi
   echo "kafka.sh: starting Apache Kafka $version on 127.0.0.1:$port (log $log)"
-  nohup bash -c "$(declare -f java_cmd); state='$state' jars='$jars' java_cmd kafka.Kafka '$state/server.properties'" >>"$log" 2>&1 &
+  # The pid file holds the JVM's own pid, so tests can pause the broker (SIGSTOP) to cut Kafka off.
+  nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$jars/*" kafka.Kafka "$state/server.properties" >>"$log" 2>&1 &
   echo $! > "$pidfile"
-  if ! (cd "$root" && go run ./internal/cmd/kafkaready -brokers "127.0.0.1:$port" -timeout 120s); then
+  if ! (cd "$root" && go run ./internal/cmd/kafkaready -brokers "127.0.0.1:$port" -timeout 120s) || ! running; then
     echo "kafka.sh: broker did not become ready; last log lines:" >&2; tail -30 "$log" >&2; stop; exit 1
   fi
   echo "kafka.sh: Apache Kafka $(broker_version) ready on 127.0.0.1:$port"
@@ -100,10 +106,10 @@ start() {
 stop() {
   if ! running; then rm -f "$pidfile"; echo "kafka.sh: not running"; return; fi
   pid=$(cat "$pidfile")
-  # The pid is the bash wrapper; signal the JVM under it too.
-  pkill -TERM -P "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true
+  kill -CONT "$pid" 2>/dev/null || true # in case a test left it paused
+  kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 300); do running || break; sleep 0.1; done
-  if running; then pkill -KILL -P "$pid" 2>/dev/null || true; kill -KILL "$pid" 2>/dev/null || true; fi
+  if running; then kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$pidfile"
   echo "kafka.sh: stopped"
 }
@@ -116,5 +122,6 @@ case "${1:-}" in
   restart) stop; start ;;
   status) running ;;
   version) broker_version ;;
-  *) echo "usage: $0 start|stop|restart|status|version" >&2; exit 2 ;;
+  pid) running && cat "$pidfile" ;;
+  *) echo "usage: $0 start|stop|restart|status|version|pid" >&2; exit 2 ;;
 esac

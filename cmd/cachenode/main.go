@@ -1,0 +1,184 @@
+// Command cachenode is the cachewire cache node: the sidecar that serves CacheService over gRPC
+// next to a service instance, keeping an in-process LRU and a shared Redis tier fresh from the
+// change events on Kafka.
+//
+//	cachenode --kafka-brokers 127.0.0.1:9092 --topics cachewire.users \
+//	  --redis-addrs 127.0.0.1:6379 --origin-addr 127.0.0.1:7080
+//
+// Every flag can also be set through the environment: --kafka-brokers as CACHEWIRE_KAFKA_BROKERS.
+// `cachenode --help` lists them all with their defaults. SIGINT or SIGTERM drains requests in
+// flight (bounded by --shutdown-timeout) and exits 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cachewire/cachewire/internal/flagenv"
+	"github.com/cachewire/cachewire/invalidation"
+	"github.com/cachewire/cachewire/node"
+)
+
+// envPrefix prefixes the environment variable of every flag.
+const envPrefix = "CACHEWIRE_"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+}
+
+// options is everything the flags set.
+type options struct {
+	cfg        node.Config
+	brokers    flagenv.List
+	topics     flagenv.List
+	redisAddrs flagenv.List
+	redisMode  string
+	originAddr string
+	policy     string
+	logFormat  string
+	logLevel   string
+}
+
+// parseFlags parses args (and the environment) into options.
+func parseFlags(args []string, getenv func(string) string, out io.Writer) (*options, error) {
+	o := &options{}
+	c := &o.cfg
+	fs := flag.NewFlagSet("cachenode", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.NodeID, "node-id", "", "node name in logs, stats and published events (default: the host name)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:7070", "gRPC listen address (CacheService, health, reflection)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9090", "HTTP listen address for /healthz, /readyz, /metrics (\"-\" disables)")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
+	fs.Var(&o.brokers, "kafka-brokers", "Kafka bootstrap addresses, comma separated (required)")
+	fs.Var(&o.topics, "topics", "event topics to cache, comma separated (required)")
+	fs.StringVar(&c.InvalidateTopic, "invalidate-topic", "", "topic the Invalidate RPC publishes to (default: the first of --topics)")
+	fs.StringVar(&c.GroupID, "group-id", "cachewire-l2", "consumer group shared by every node that applies events to the same Redis")
+	fs.Var(&o.redisAddrs, "redis-addrs", "Redis addresses, comma separated; empty runs without L2")
+	fs.StringVar(&o.redisMode, "redis-mode", "single", "Redis topology: single, sentinel (with --redis-master) or cluster")
+	fs.StringVar(&c.L2.MasterName, "redis-master", "", "Sentinel master name (with --redis-mode sentinel)")
+	fs.StringVar(&c.L2.Password, "redis-password", "", "Redis password (prefer the environment variable)")
+	fs.StringVar(&c.L2.KeyPrefix, "redis-prefix", "cw:", "prefix of every Redis key")
+	fs.DurationVar(&c.L2.TTL, "redis-ttl", time.Hour, "TTL of a value in Redis")
+	fs.DurationVar(&c.L2.TombstoneTTL, "redis-tombstone-ttl", 10*time.Minute, "TTL of a tombstone in Redis (longer than --loader-timeout)")
+	fs.DurationVar(&c.L2.DialTimeout, "redis-dial-timeout", 500*time.Millisecond, "Redis dial timeout")
+	fs.DurationVar(&c.L2.ReadTimeout, "redis-read-timeout", 250*time.Millisecond, "Redis read timeout")
+	fs.DurationVar(&c.L2.WriteTimeout, "redis-write-timeout", 250*time.Millisecond, "Redis write timeout")
+	fs.StringVar(&o.originAddr, "origin-addr", "", "WriterService address to load misses from; empty is cache-aside (a miss returns found=false)")
+	fs.DurationVar(&c.LoaderTimeout, "loader-timeout", 5*time.Second, "bound on one origin load")
+	fs.IntVar(&c.L1.MaxEntries, "l1-max-entries", 100_000, "most values in the in-process LRU")
+	fs.Int64Var(&c.L1.MaxBytes, "l1-max-bytes", 256<<20, "most bytes in the in-process LRU (keys, values and per-entry overhead)")
+	fs.DurationVar(&c.L1.TTL, "l1-ttl", 10*time.Minute, "safety-net TTL of an L1 value (jittered by 10%)")
+	fs.DurationVar(&c.L1.TombstoneTTL, "l1-tombstone-ttl", 30*time.Second, "how long L1 remembers an evicted version (longer than --loader-timeout)")
+	fs.IntVar(&c.L1.MaxTombstones, "l1-max-tombstones", 100_000, "most tombstones in L1")
+	fs.DurationVar(&c.L1.NegativeTTL, "negative-ttl", 5*time.Second, "how long an origin NotFound is cached")
+	fs.StringVar(&o.policy, "refresh-policy", "refresh-held", "what an UPSERT carrying its value does: refresh-held, refresh-all or evict-only")
+	fs.DurationVar(&c.MaxStaleness, "max-staleness", 5*time.Second, "beyond this since a partition was caught up, reads go to the origin (or say stale=true)")
+	fs.IntVar(&c.Limits.MaxKeyBytes, "max-key-bytes", invalidation.DefaultMaxKeyBytes, "longest key accepted")
+	fs.IntVar(&c.Limits.MaxValueBytes, "max-value-bytes", invalidation.DefaultMaxValueBytes, "largest value accepted")
+	fs.IntVar(&c.MaxBatch, "max-batch", 100, "most keys in one BatchGet")
+	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", 0, "largest gRPC request (default: max-value-bytes + 64 KiB)")
+	fs.IntVar(&c.MaxInFlight, "max-in-flight", 4096, "most concurrent requests; more get ResourceExhausted")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on draining requests at SIGTERM")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	c.Brokers, c.Topics = o.brokers, o.topics
+	var err error
+	if c.Policy, err = invalidation.ParsePolicy(o.policy); err != nil {
+		return nil, err
+	}
+	switch o.redisMode {
+	case "single", "sentinel":
+		c.L2.Addrs = o.redisAddrs
+		if o.redisMode == "sentinel" && c.L2.MasterName == "" {
+			return nil, errors.New("--redis-mode sentinel needs --redis-master")
+		}
+	case "cluster":
+		if len(o.redisAddrs) > 0 {
+			c.L2.Addrs = o.redisAddrs
+			c.L2.Client = redis.NewClusterClient(&redis.ClusterOptions{
+				Addrs: o.redisAddrs, Password: c.L2.Password, DialTimeout: c.L2.DialTimeout,
+				ReadTimeout: c.L2.ReadTimeout, WriteTimeout: c.L2.WriteTimeout, ContextTimeoutEnabled: true, MaxRetries: 1,
+			})
+		}
+	default:
+		return nil, fmt.Errorf("--redis-mode %q: want single, sentinel or cluster", o.redisMode)
+	}
+	return o, nil
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	o, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cachenode: %v\n", err)
+		return 2
+	}
+	log, err := newLogger(o.logFormat, o.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "cachenode: %v\n", err)
+		return 2
+	}
+	o.cfg.Logger = log
+	if o.originAddr != "" {
+		conn, err := grpc.NewClient(o.originAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			fmt.Fprintf(stderr, "cachenode: --origin-addr %q: %v\n", o.originAddr, err)
+			return 2
+		}
+		defer conn.Close()
+		o.cfg.Loader = node.NewWriterLoader(conn)
+	}
+	n, err := node.New(o.cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "cachenode: %v\n", err)
+		return 2
+	}
+	if err := n.Start(); err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("signal received: draining requests in flight", "bound", o.cfg.ShutdownTimeout)
+	if err := n.Shutdown(context.Background()); err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,54 @@
+package testenv
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// EnvKafkaPID names the pid of the real broker's JVM, so fault tests can pause it.
+const EnvKafkaPID = "CACHEWIRE_TEST_KAFKA_PID"
+
+// CutFetches makes Kafka stop answering consumers until heal is called (or t ends): in-process,
+// every fetch request fails; against a real broker named with CACHEWIRE_TEST_KAFKA_PID, the broker
+// process is paused with SIGSTOP (and resumed with SIGCONT), which cuts every client at once.
+// Without a pid for a real broker the test is skipped.
+func (k *Kafka) CutFetches(t testing.TB) (heal func()) {
+	t.Helper()
+	if k.Fake != nil {
+		var cut atomic.Bool
+		cut.Store(true)
+		k.Fake.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+			if cut.Load() {
+				k.Fake.KeepControl()
+				return nil, errors.New("fetch cut by the test"), true
+			}
+			return nil, nil, false
+		})
+		heal = func() { cut.Store(false) }
+		t.Cleanup(heal)
+		return heal
+	}
+	pid, err := strconv.Atoi(os.Getenv(EnvKafkaPID))
+	if err != nil {
+		t.Skipf("cutting a real broker off needs %s (the broker pid; .ci/run sets it)", EnvKafkaPID)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("testenv: pause broker pid %d: %v", pid, err)
+	}
+	var healed atomic.Bool
+	heal = func() {
+		if healed.CompareAndSwap(false, true) {
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Errorf("testenv: resume broker pid %d: %v", pid, err)
+			}
+		}
+	}
+	t.Cleanup(heal)
+	return heal
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -54,4 +55,29 @@ func TestBadFlagsExitTwoWithAClearMessage(t *testing.T) {
 			t.Errorf("run(%v) = %d, %q; want exit 2 mentioning %q", tc.args, code, out.String(), tc.want)
 		}
 	}
+}
+
+// TestREADMEDocumentsEveryFlag keeps the README's configuration table true to --help.
+func TestREADMEDocumentsEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	run([]string{"--help"}, func(string) string { return "" }, &out)
+	for _, line := range strings.Split(out.String(), "\n") {
+		if !strings.HasPrefix(line, "  --") {
+			continue
+		}
+		name := strings.Fields(line)[0]
+		def := line[strings.Index(line, "default ")+len("default ") : len(line)-1]
+		row := "| `" + name + "` | `" + flagenvName(name) + "` | `" + def + "` |"
+		if !bytes.Contains(readme, []byte(row)) {
+			t.Errorf("README.md lacks the row %q", row)
+		}
+	}
+}
+
+func flagenvName(flagName string) string {
+	return "CACHEWIRE_" + strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(flagName, "--"), "-", "_"))
 }

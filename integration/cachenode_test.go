@@ -22,7 +22,6 @@ import (
 
 	"github.com/cachewire/cachewire/internal/testenv"
 	"github.com/cachewire/cachewire/invalidation"
-	"github.com/cachewire/cachewire/node"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 	"github.com/cachewire/cachewire/redistier"
 )
@@ -101,7 +100,7 @@ func (o *fakeOrigin) Get(ctx context.Context, req *pb.OriginGetRequest) (*pb.Ori
 		}
 	}
 	if r == nil {
-		_ = grpc.SetTrailer(ctx, metadata.Pairs(node.VersionTrailer, "0"))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(invalidation.VersionTrailer, "0"))
 		return nil, status.Error(codes.NotFound, "no such key")
 	}
 	return r, nil

@@ -57,6 +57,10 @@ type Event struct {
 	Trace map[string]string
 }
 
+// VersionTrailer is the gRPC trailer in which WriterService.Get returns, along with NotFound, the
+// version at which the key was deleted ("0" for a key never written).
+const VersionTrailer = "cachewire-version"
+
 // Limits bound what an event or a request may carry.
 type Limits struct {
 	// MaxKeyBytes is the longest key accepted, in bytes. If zero, it defaults to DefaultMaxKeyBytes.

@@ -15,7 +15,7 @@ func PartitionFor(key string, n int) int {
 func murmur2(data string) uint32 {
 	const (
 		seed uint32 = 0x9747b28c
-		m           = 0x5bd1e995
+		m    uint32 = 0x5bd1e995
 		r           = 24
 	)
 	length := len(data)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
@@ -33,10 +34,6 @@ type LoaderFunc func(ctx context.Context, key string) (Loaded, error)
 // Load calls f.
 func (f LoaderFunc) Load(ctx context.Context, key string) (Loaded, error) { return f(ctx, key) }
 
-// VersionTrailer is the gRPC trailer in which WriterService.Get returns the version of a
-// deletion along with NotFound.
-const VersionTrailer = "cachewire-version"
-
 // WriterLoader loads from a WriterService (cmd/writer, or any service that implements it).
 type WriterLoader struct {
 	client pb.WriterServiceClient
@@ -54,7 +51,7 @@ func (w *WriterLoader) Load(ctx context.Context, key string) (Loaded, error) {
 	resp, err := w.client.Get(ctx, &pb.OriginGetRequest{Key: key}, grpc.Trailer(&trailer))
 	if status.Code(err) == codes.NotFound {
 		var v uint64
-		if vals := trailer.Get(VersionTrailer); len(vals) > 0 {
+		if vals := trailer.Get(invalidation.VersionTrailer); len(vals) > 0 {
 			v, _ = strconv.ParseUint(vals[0], 10, 64)
 		}
 		return Loaded{Version: v}, nil

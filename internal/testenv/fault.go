@@ -52,3 +52,25 @@ func (k *Kafka) CutFetches(t testing.TB) (heal func()) {
 	t.Cleanup(heal)
 	return heal
 }
+
+// Pause makes Kafka unreachable for every client until resume is called (or t ends): in-process,
+// every request fails and its connection is closed; a real broker is paused with SIGSTOP as in
+// CutFetches.
+func (k *Kafka) Pause(t testing.TB) (resume func()) {
+	t.Helper()
+	if k.Fake == nil {
+		return k.CutFetches(t)
+	}
+	var paused atomic.Bool
+	paused.Store(true)
+	k.Fake.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+		if paused.Load() {
+			k.Fake.KeepControl()
+			return nil, errors.New("kafka paused by the test"), true
+		}
+		return nil, nil, false
+	})
+	resume = func() { paused.Store(false) }
+	t.Cleanup(resume)
+	return resume
+}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cachewire/cachewire/internal/flagenv"
 	"github.com/cachewire/cachewire/invalidation"
 )
 
@@ -65,19 +66,9 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 	}
 	var out bytes.Buffer
 	run([]string{"--help"}, func(string) string { return "" }, &out)
-	for _, line := range strings.Split(out.String(), "\n") {
-		if !strings.HasPrefix(line, "  --") {
-			continue
-		}
-		name := strings.Fields(line)[0]
-		def := line[strings.Index(line, "default ")+len("default ") : len(line)-1]
-		row := "| `" + name + "` | `" + flagenvName(name) + "` | `" + def + "` |"
+	for _, row := range flagenv.TableRows(out.String()) {
 		if !bytes.Contains(readme, []byte(row)) {
-			t.Errorf("README.md lacks the row %q", row)
+			t.Errorf("README.md lacks the row\n%s", row)
 		}
 	}
-}
-
-func flagenvName(flagName string) string {
-	return "CACHEWIRE_" + strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(flagName, "--"), "-", "_"))
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
@@ -59,6 +60,23 @@ func Usage(w io.Writer, fs *flag.FlagSet, prefix string) {
 	}
 }
 
+// Logger returns a slog logger writing format ("text" or "json") at level ("debug", "info",
+// "warn" or "error") to w; the error names the flag that holds the bad value.
+func Logger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
 // List is a comma-separated list flag.
 type List []string
 
@@ -74,4 +92,26 @@ func (l *List) Set(s string) error {
 		}
 	}
 	return nil
+}
+
+// TableRows turns the output of Usage into the rows of a Markdown table
+// (| `--flag` | `ENV` | `default` | help |), the form the README documents flags in.
+func TableRows(usage string) []string {
+	var rows []string
+	lines := strings.Split(usage, "\n")
+	for i, line := range lines {
+		if !strings.HasPrefix(line, "  --") || !strings.HasSuffix(line, ")") {
+			continue
+		}
+		name := strings.Fields(line)[0]
+		envStart := strings.Index(line, "(env ") + len("(env ")
+		envEnd := strings.Index(line[envStart:], ",") + envStart
+		def := line[strings.Index(line, ", default ")+len(", default ") : len(line)-1]
+		help := ""
+		if i+1 < len(lines) {
+			help = strings.TrimSpace(lines[i+1])
+		}
+		rows = append(rows, fmt.Sprintf("| `%s` | `%s` | `%s` | %s |", name, line[envStart:envEnd], def, help))
+	}
+	return rows
 }

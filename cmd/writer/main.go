@@ -1,0 +1,108 @@
+// Command writer is cachewire's reference writer: a system of record (bbolt) with a
+// transactional outbox that publishes a versioned change event to Kafka for every committed
+// Put and Delete, and serves WriterService (the origin read API cache nodes load from).
+//
+//	writer --kafka-brokers 127.0.0.1:9092 --topic cachewire.users --db-path ./writer.db --create-topic
+//
+// Every flag can also be set through the environment: --kafka-brokers as CACHEWIRE_KAFKA_BROKERS.
+// SIGINT or SIGTERM drains requests in flight, gives the relay until --shutdown-timeout to publish
+// the outbox (the next start publishes what is left), and exits 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cachewire/cachewire/internal/flagenv"
+	"github.com/cachewire/cachewire/invalidation"
+	"github.com/cachewire/cachewire/writer"
+)
+
+const envPrefix = "CACHEWIRE_"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+}
+
+type options struct {
+	cfg       writer.Config
+	brokers   flagenv.List
+	logFormat string
+	logLevel  string
+}
+
+func parseFlags(args []string, getenv func(string) string, out io.Writer) (*options, error) {
+	o := &options{}
+	c := &o.cfg
+	fs := flag.NewFlagSet("writer", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.WriterID, "writer-id", "", "source name on published events (default: the host name)")
+	fs.StringVar(&c.DBPath, "db-path", "cachewire-writer.db", "bbolt file holding records and the outbox")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:7080", "gRPC listen address (WriterService, health, reflection)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9091", "HTTP listen address for /healthz, /readyz, /metrics (\"-\" disables)")
+	fs.Var(&o.brokers, "kafka-brokers", "Kafka bootstrap addresses, comma separated (required)")
+	fs.StringVar(&c.Topic, "topic", "cachewire.events", "topic the change events go to")
+	fs.BoolVar(&c.CreateTopic, "create-topic", true, "create the topic at start-up when it is missing (otherwise start-up fails)")
+	fs.IntVar(&c.TopicPartitions, "topic-partitions", 3, "partitions of a topic this writer creates")
+	fs.IntVar(&c.TopicReplication, "topic-replication", 1, "replication factor of a topic this writer creates")
+	fs.IntVar(&c.EventValueMax, "event-value-max", 64<<10, "largest value an UPSERT event carries; larger ones are published as INVALIDATE")
+	fs.IntVar(&c.RelayBatch, "relay-batch", 500, "most outbox rows published at once")
+	fs.DurationVar(&c.WaitTimeout, "wait-published-timeout", 5*time.Second, "bound on waiting for Kafka's ack when a write asks for wait_published")
+	fs.IntVar(&c.Limits.MaxKeyBytes, "max-key-bytes", invalidation.DefaultMaxKeyBytes, "longest key accepted")
+	fs.IntVar(&c.Limits.MaxValueBytes, "max-value-bytes", invalidation.DefaultMaxValueBytes, "largest value accepted")
+	fs.IntVar(&c.MaxBatch, "max-batch", 100, "most keys in one BatchGet")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on draining at SIGTERM")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	c.Brokers = o.brokers
+	return o, nil
+}
+
+func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	o, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "writer: %v\n", err)
+		return 2
+	}
+	log, err := flagenv.Logger(o.logFormat, o.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "writer: %v\n", err)
+		return 2
+	}
+	o.cfg.Logger = log
+	w, err := writer.New(o.cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "writer: %v\n", err)
+		return 2
+	}
+	if err := w.Start(); err != nil {
+		log.Error("cannot start", "err", err)
+		w.Close()
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("signal received: draining")
+	if err := w.Shutdown(context.Background()); err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,185 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cachewire/cachewire/internal/testenv"
+	"github.com/cachewire/cachewire/invalidation"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+)
+
+// writerProc is a writer process.
+type writerProc struct {
+	cmd    *exec.Cmd
+	grpc   string
+	http   string
+	client pb.WriterServiceClient
+	logs   *syncBuffer
+	exited chan error
+}
+
+func startWriter(t *testing.T, brokers, topic, dbPath string, extra ...string) *writerProc {
+	t.Helper()
+	p := &writerProc{grpc: freeAddr(t), http: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	args := append([]string{"--kafka-brokers", brokers, "--topic", topic, "--db-path", dbPath,
+		"--grpc-addr", p.grpc, "--http-addr", p.http, "--writer-id", "crash-test"}, extra...)
+	p.cmd = exec.Command(filepath.Join(binDir, "writer"), args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("writer %s log:\n%s", p.grpc, p.logs.String())
+		}
+	})
+	conn, err := grpc.NewClient(p.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	p.client = pb.NewWriterServiceClient(conn)
+	testenv.WaitFor(t, 60*time.Second, func() string {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			t.Fatalf("writer exited early (%v):\n%s", err, p.logs.String())
+		default:
+		}
+		if code := httpStatus("http://" + p.http + "/readyz"); code != 200 {
+			return fmt.Sprintf("/readyz = %d", code)
+		}
+		return ""
+	})
+	return p
+}
+
+// eventLog reads a topic from its beginning and records every (key, version) seen.
+type eventLog struct {
+	mu     sync.Mutex
+	seen   map[string]map[uint64]bool
+	latest map[string]uint64
+	order  []string // violations of per-key order
+}
+
+func readTopic(t *testing.T, brokers []string, topic string) *eventLog {
+	t.Helper()
+	l := &eventLog{seen: map[string]map[uint64]bool{}, latest: map[string]uint64{}}
+	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{
+		Brokers: brokers, Topics: []string{topic}, FromBeginning: true, MaxWait: 50 * time.Millisecond,
+		Sink: invalidation.SinkFuncs{
+			Apply: func(_ string, _ int, events []invalidation.Event) {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				for _, e := range events {
+					if l.seen[e.Key] == nil {
+						l.seen[e.Key] = map[uint64]bool{}
+					}
+					// A version below one already seen is a redelivery if it was seen before, and
+					// a per-key order violation if not.
+					if e.Version < l.latest[e.Key] && !l.seen[e.Key][e.Version] {
+						l.order = append(l.order, fmt.Sprintf("%s@%d after %d", e.Key, e.Version, l.latest[e.Key]))
+					}
+					l.seen[e.Key][e.Version] = true
+					l.latest[e.Key] = max(l.latest[e.Key], e.Version)
+				}
+			},
+			ResetFunc: func(string, int, string) {},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(context.Background()) }()
+	t.Cleanup(func() { sub.Close(); <-done })
+	return l
+}
+
+// TestWriterCrashLosesNoCommittedChange: writes commit while Kafka is unreachable, the writer is
+// SIGKILLed with them unpublished, and a restart with Kafka reachable publishes every one.
+func TestWriterCrashLosesNoCommittedChange(t *testing.T) {
+	k := testenv.NewKafka(t)
+	topic := k.CreateTopic(t, "events", 3)
+	db := filepath.Join(t.TempDir(), "writer.db")
+	dead := freeAddr(t) // nothing listens here: Kafka is unreachable for the first writer
+
+	w := startWriter(t, dead, topic, db, "--wait-published-timeout", "10ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	committed := map[string][]uint64{}
+	for i := range 200 {
+		key := fmt.Sprintf("key-%d", i%10)
+		var r *pb.PutResponse
+		var err error
+		if i%17 == 16 {
+			var d *pb.DeleteResponse
+			d, err = w.client.Delete(ctx, &pb.DeleteRequest{Key: key, WaitPublished: proto.Bool(false)})
+			r = &pb.PutResponse{Version: d.GetVersion(), Published: d.GetPublished()}
+		} else {
+			r, err = w.client.Put(ctx, &pb.PutRequest{Key: key, Value: []byte(fmt.Sprint(i)), WaitPublished: proto.Bool(i%2 == 0)})
+		}
+		if err != nil {
+			t.Fatalf("write %d with Kafka unreachable: %v", i, err)
+		}
+		if r.Published {
+			t.Fatalf("write %d reported published with Kafka unreachable", i)
+		}
+		committed[key] = append(committed[key], r.Version)
+	}
+	if err := w.cmd.Process.Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	<-w.exited
+	w.exited <- nil
+
+	w2 := startWriter(t, strings.Join(k.Brokers, ","), topic, db)
+	r, err := w2.client.Put(ctx, &pb.PutRequest{Key: "key-0", Value: []byte("after restart")})
+	if err != nil || !r.Published {
+		t.Fatalf("Put after restart: %+v %v", r, err)
+	}
+	last := committed["key-0"][len(committed["key-0"])-1]
+	if r.Version <= last {
+		t.Fatalf("version after restart %d is not above %d", r.Version, last)
+	}
+	committed["key-0"] = append(committed["key-0"], r.Version)
+
+	log := readTopic(t, k.Brokers, topic)
+	testenv.WaitFor(t, 60*time.Second, func() string {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		for key, versions := range committed {
+			for _, v := range versions {
+				if !log.seen[key][v] {
+					return fmt.Sprintf("committed %s@%d not published", key, v)
+				}
+			}
+		}
+		return ""
+	})
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for key, versions := range committed {
+		if got, want := log.latest[key], versions[len(versions)-1]; got != want {
+			t.Errorf("consumers end with %s@%d, want the latest committed %d", key, got, want)
+		}
+	}
+	if len(log.order) > 0 {
+		t.Errorf("per-key order broken: %v", log.order)
+	}
+}

@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -37,11 +39,30 @@ func (f LoaderFunc) Load(ctx context.Context, key string) (Loaded, error) { retu
 // WriterLoader loads from a WriterService (cmd/writer, or any service that implements it).
 type WriterLoader struct {
 	client pb.WriterServiceClient
+	conn   *grpc.ClientConn // set by DialWriter, closed by Close
 }
 
 // NewWriterLoader returns a Loader that calls WriterService.Get over conn.
 func NewWriterLoader(conn grpc.ClientConnInterface) *WriterLoader {
 	return &WriterLoader{client: pb.NewWriterServiceClient(conn)}
+}
+
+// DialWriter returns a Loader for the WriterService at addr (plaintext gRPC); Close releases it.
+// It connects lazily.
+func DialWriter(addr string) (*WriterLoader, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("node: origin address %q: %w", addr, err)
+	}
+	return &WriterLoader{client: pb.NewWriterServiceClient(conn), conn: conn}, nil
+}
+
+// Close closes the connection DialWriter opened; it does nothing for NewWriterLoader.
+func (w *WriterLoader) Close() error {
+	if w.conn == nil {
+		return nil
+	}
+	return w.conn.Close()
 }
 
 // Load calls WriterService.Get. NotFound is not an error: it gives Found=false with the

@@ -55,6 +55,7 @@ type Node struct {
 	sem    chan struct{}
 
 	ready    atomic.Bool
+	readyCh  chan struct{} // closed once ready is set
 	draining atomic.Bool
 	started  atomic.Bool
 	closed   atomic.Bool
@@ -68,7 +69,7 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight)}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.flight = newFlight(n.ctx, &n.wg)
 	var err error
@@ -171,6 +172,7 @@ func (n *Node) Start() error {
 		select {
 		case <-n.sub.Ready():
 			n.ready.Store(true)
+			close(n.readyCh)
 			if !n.draining.Load() {
 				n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 				n.health.SetServingStatus(pb.CacheService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -222,6 +224,22 @@ func (n *Node) HTTPAddr() string {
 		return n.hlis.Addr().String()
 	}
 	return ""
+}
+
+// WaitReady blocks until the node is positioned at the log end of every partition and serving,
+// or ctx ends, or the node is shut down.
+func (n *Node) WaitReady(ctx context.Context) error {
+	select {
+	case <-n.readyCh:
+		if n.draining.Load() {
+			return ErrClosed
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("node: not positioned at the log end: %w", ctx.Err())
+	case <-n.ctx.Done():
+		return ErrClosed
+	}
 }
 
 // Ready reports whether the node is positioned and serving.

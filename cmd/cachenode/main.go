@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cachewire/cachewire/internal/flagenv"
 	"github.com/cachewire/cachewire/invalidation"
@@ -139,13 +137,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	o.cfg.Logger = log
 	if o.originAddr != "" {
-		conn, err := grpc.NewClient(o.originAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		loader, err := node.DialWriter(o.originAddr)
 		if err != nil {
-			fmt.Fprintf(stderr, "cachenode: --origin-addr %q: %v\n", o.originAddr, err)
+			fmt.Fprintf(stderr, "cachenode: --origin-addr: %v\n", err)
 			return 2
 		}
-		defer conn.Close()
-		o.cfg.Loader = node.NewWriterLoader(conn)
+		defer loader.Close()
+		o.cfg.Loader = loader
 	}
 	n, err := node.New(o.cfg)
 	if err != nil {

@@ -1,0 +1,168 @@
+package client
+
+import (
+	"context"
+	"time"
+
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+)
+
+// Tier names where a value came from.
+type Tier string
+
+// Tiers.
+const (
+	TierNone   Tier = ""       // nothing served it (a cache-aside miss)
+	TierL1     Tier = "L1"     // the node's in-process cache
+	TierL2     Tier = "L2"     // the shared Redis tier
+	TierOrigin Tier = "ORIGIN" // the writer's read API
+)
+
+func tierOf(t pb.Tier) Tier {
+	switch t {
+	case pb.Tier_TIER_L1:
+		return TierL1
+	case pb.Tier_TIER_L2:
+		return TierL2
+	case pb.Tier_TIER_ORIGIN:
+		return TierOrigin
+	}
+	return TierNone
+}
+
+// Item is the answer to a read.
+type Item struct {
+	Key     string
+	Value   []byte
+	Version uint64
+	// Found is false when the key has no value (Version is then its deletion's, or 0).
+	Found bool
+	// Tier served the value.
+	Tier Tier
+	// Stale is true when the node could not vouch for the value's freshness (Kafka unreachable
+	// beyond its max_staleness and no origin to read through to).
+	Stale bool
+	// FreshAsOf is the last time the node was caught up with the key's partition (or when the
+	// origin was read).
+	FreshAsOf time.Time
+}
+
+func itemOf(r *pb.GetResponse) Item {
+	it := Item{Key: r.GetKey(), Value: r.GetValue(), Version: r.GetVersion(), Found: r.GetFound(), Tier: tierOf(r.GetTier()),
+		Stale: r.GetFreshness().GetStale()}
+	if ts := r.GetFreshness().GetFreshAsOf(); ts != nil {
+		it.FreshAsOf = ts.AsTime()
+	}
+	return it
+}
+
+// GetOption tunes one read.
+type GetOption func(*pb.GetRequest)
+
+// MinVersion asks for a value at least version v new (read-your-writes): the node serves it from
+// a tier only if the tier holds v or newer, and reads the origin otherwise.
+func MinVersion(v uint64) GetOption {
+	return func(r *pb.GetRequest) { r.MinVersion = max(r.MinVersion, v) }
+}
+
+// Cache is a client of one cache node (CacheService). It is safe for concurrent use.
+type Cache struct {
+	c   *conn
+	api pb.CacheServiceClient
+}
+
+// NewCache returns a client for the cache node at target (for example "127.0.0.1:7070"). It
+// connects lazily.
+func NewCache(target string, opts ...Option) (*Cache, error) {
+	c, err := dial(target, pb.CacheService_ServiceDesc.ServiceName, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache{c: c, api: pb.NewCacheServiceClient(c.cc)}, nil
+}
+
+// Get reads key through the node (L1, L2, origin). A key with no value is not an error: Found is
+// false.
+func (c *Cache) Get(ctx context.Context, key string, opts ...GetOption) (Item, error) {
+	req := &pb.GetRequest{Key: key}
+	for _, o := range opts {
+		o(req)
+	}
+	var resp *pb.GetResponse
+	err := c.c.call(ctx, "Get", true, func(ctx context.Context) (err error) {
+		resp, err = c.api.Get(ctx, req)
+		return err
+	})
+	if err != nil {
+		return Item{Key: key}, err
+	}
+	return itemOf(resp), nil
+}
+
+// BatchGet reads keys in one call; the options apply to every key. Items are in key order.
+func (c *Cache) BatchGet(ctx context.Context, keys []string, opts ...GetOption) ([]Item, error) {
+	reqs := make([]*pb.GetRequest, len(keys))
+	for i, k := range keys {
+		reqs[i] = &pb.GetRequest{Key: k}
+		for _, o := range opts {
+			o(reqs[i])
+		}
+	}
+	return c.batchGet(ctx, reqs)
+}
+
+func (c *Cache) batchGet(ctx context.Context, reqs []*pb.GetRequest) ([]Item, error) {
+	var resp *pb.BatchGetResponse
+	err := c.c.call(ctx, "BatchGet", true, func(ctx context.Context) (err error) {
+		resp, err = c.api.BatchGet(ctx, &pb.BatchGetRequest{Requests: reqs})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	items := make([]Item, len(resp.GetResponses()))
+	for i, r := range resp.GetResponses() {
+		items[i] = itemOf(r)
+	}
+	return items, nil
+}
+
+// Set is a versioned cache-aside fill: after reading key at version from the system of record,
+// store it in the node's tiers. It reports false when the node has already seen a newer version
+// (the value was stale and was not stored). Set is idempotent and retried on Unavailable.
+func (c *Cache) Set(ctx context.Context, key string, value []byte, version uint64) (bool, error) {
+	var resp *pb.SetResponse
+	err := c.c.call(ctx, "Set", true, func(ctx context.Context) (err error) {
+		resp, err = c.api.Set(ctx, &pb.SetRequest{Key: key, Value: value, Version: version})
+		return err
+	})
+	return resp.GetAccepted(), err
+}
+
+// Invalidate makes every node evict key up to version (the node publishes an INVALIDATE event).
+// It is idempotent and retried on Unavailable.
+func (c *Cache) Invalidate(ctx context.Context, key string, version uint64) error {
+	return c.c.call(ctx, "Invalidate", true, func(ctx context.Context) error {
+		_, err := c.api.Invalidate(ctx, &pb.InvalidateRequest{Key: key, Version: version})
+		return err
+	})
+}
+
+// Stats returns the node's counters and per-partition freshness.
+func (c *Cache) Stats(ctx context.Context) (*pb.StatsResponse, error) {
+	var resp *pb.StatsResponse
+	err := c.c.call(ctx, "Stats", true, func(ctx context.Context) (err error) {
+		resp, err = c.api.Stats(ctx, &pb.StatsRequest{})
+		return err
+	})
+	return resp, err
+}
+
+// Health returns nil when the node reports SERVING, and an error matching ErrUnavailable when it
+// is still positioning itself, draining, or unreachable.
+func (c *Cache) Health(ctx context.Context) error {
+	return c.c.check(ctx, pb.CacheService_ServiceDesc.ServiceName)
+}
+
+// Close closes the connection.
+func (c *Cache) Close() error { return c.c.cc.Close() }

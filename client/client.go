@@ -1,0 +1,173 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // client-side health checking
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// Errors callers test with errors.Is. Every error a method returns for a gRPC failure matches
+// exactly one of them, or none for other codes; errors.As with *Error gives the code and message.
+var (
+	// ErrNotFound: the key has no value (writer Get of a deleted or never-written key).
+	ErrNotFound = errors.New("client: not found")
+	// ErrInvalidArgument: the request broke a limit or was malformed; retrying will not help.
+	ErrInvalidArgument = errors.New("client: invalid argument")
+	// ErrUnavailable: the server, or what it depends on, cannot answer now; retry later.
+	ErrUnavailable = errors.New("client: unavailable")
+	// ErrResourceExhausted: the server is at its concurrency limit; back off.
+	ErrResourceExhausted = errors.New("client: resource exhausted")
+)
+
+// Error is a failed call: the gRPC code and the server's message.
+type Error struct {
+	Method  string
+	Code    codes.Code
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("client: %s: %s: %s", e.Method, e.Code, e.Message)
+}
+
+// Is matches the package's sentinel errors by code.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Code == codes.NotFound
+	case ErrInvalidArgument:
+		return e.Code == codes.InvalidArgument
+	case ErrUnavailable:
+		return e.Code == codes.Unavailable
+	case ErrResourceExhausted:
+		return e.Code == codes.ResourceExhausted
+	}
+	return false
+}
+
+func wrap(method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	s, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("client: %s: %w", method, err)
+	}
+	if s.Code() == codes.DeadlineExceeded {
+		return fmt.Errorf("client: %s: %s: %w", method, s.Message(), context.DeadlineExceeded)
+	}
+	if s.Code() == codes.Canceled {
+		return fmt.Errorf("client: %s: %s: %w", method, s.Message(), context.Canceled)
+	}
+	return &Error{Method: method, Code: s.Code(), Message: s.Message()}
+}
+
+// Option configures a client.
+type Option func(*options)
+
+type options struct {
+	timeout     time.Duration
+	attempts    int
+	backoff     time.Duration
+	dialOptions []grpc.DialOption
+}
+
+func defaults() options {
+	return options{timeout: 2 * time.Second, attempts: 4, backoff: 20 * time.Millisecond}
+}
+
+// WithTimeout sets the deadline of every call whose context has none. Default 2 s.
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithRetries sets how many times an idempotent call that failed with Unavailable is retried
+// (with exponential back-off from backoff, and full jitter). Default 3 retries from 20 ms.
+// Writes that create a version (Put, Delete) are never retried.
+func WithRetries(retries int, backoff time.Duration) Option {
+	return func(o *options) { o.attempts, o.backoff = retries+1, backoff }
+}
+
+// WithDialOptions adds gRPC dial options (TLS credentials, interceptors, ...). The default is
+// plaintext.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// conn is what Cache and Writer share: a connection and the call policy.
+type conn struct {
+	cc     *grpc.ClientConn
+	o      options
+	health healthpb.HealthClient
+}
+
+func dial(target, service string, opts []Option) (*conn, error) {
+	o := defaults()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.attempts < 1 {
+		o.attempts = 1
+	}
+	dopts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Client-side health checking: connections to a server that reports NOT_SERVING (a
+		// node still positioning itself, or draining) are not used.
+		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"healthCheckConfig":{"serviceName":%q}}`, service)),
+	}, o.dialOptions...)
+	cc, err := grpc.NewClient(target, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: %q: %w", target, err)
+	}
+	return &conn{cc: cc, o: o, health: healthpb.NewHealthClient(cc)}, nil
+}
+
+// call runs f with the default deadline, retrying on Unavailable when idempotent.
+func (c *conn) call(ctx context.Context, method string, idempotent bool, f func(ctx context.Context) error) error {
+	if _, ok := ctx.Deadline(); !ok && c.o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.o.timeout)
+		defer cancel()
+	}
+	attempts := 1
+	if idempotent {
+		attempts = c.o.attempts
+	}
+	backoff := c.o.backoff
+	var err error
+	for i := 0; i < attempts; i++ {
+		if err = f(ctx); status.Code(err) != codes.Unavailable || i == attempts-1 {
+			break
+		}
+		sleep := time.Duration(rand.Int64N(int64(backoff) + 1))
+		backoff *= 2
+		t := time.NewTimer(sleep)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return wrap(method, err)
+		}
+	}
+	return wrap(method, err)
+}
+
+func (c *conn) check(ctx context.Context, service string) error {
+	return c.call(ctx, "Health", true, func(ctx context.Context) error {
+		resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+		if err != nil {
+			return err
+		}
+		if resp.Status != healthpb.HealthCheckResponse_SERVING {
+			return status.Errorf(codes.Unavailable, "%s reports %s", service, resp.Status)
+		}
+		return nil
+	})
+}

@@ -101,7 +101,9 @@ func TestIdempotentCallsRetryOnUnavailable(t *testing.T) {
 }
 
 func TestRetriesStopAtTheLimitAndNotForOtherCodes(t *testing.T) {
-	f := &fakeNode{get: func(int64, *pb.GetRequest) (*pb.GetResponse, error) { return nil, status.Error(codes.Unavailable, "down") }}
+	f := &fakeNode{get: func(int64, *pb.GetRequest) (*pb.GetResponse, error) {
+		return nil, status.Error(codes.Unavailable, "down")
+	}}
 	c, _ := NewCache(serve(t, f), WithRetries(2, time.Millisecond))
 	defer c.Close()
 	if _, err := c.Get(context.Background(), "k"); !errors.Is(err, ErrUnavailable) || f.calls.Load() != 3 {

@@ -65,7 +65,7 @@ func ExampleSession() {
 	s := client.NewSession(a, w)
 	s.Put(ctx, "cart:7", []byte("2 books"), client.NoWait()) // not even waiting for Kafka
 	// Reading through node b, which may not have seen the event yet:
-	it, _ := client.NewSession(b, w).Get(ctx, "cart:7", client.MinVersion(s.Version("cart:7")))
+	it, _ := s.Via(b).Get(ctx, "cart:7")
 	fmt.Printf("%s@%d\n", it.Value, it.Version)
 	// Output:
 	// 2 books@2

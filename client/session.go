@@ -13,29 +13,38 @@ import (
 type Session struct {
 	cache  *Cache
 	writer *Writer
+	st     *sessionState
+}
 
+type sessionState struct {
 	mu       sync.Mutex
 	versions map[string]uint64
 }
 
 // NewSession returns a session that writes through w and reads through c.
 func NewSession(c *Cache, w *Writer) *Session {
-	return &Session{cache: c, writer: w, versions: make(map[string]uint64)}
+	return &Session{cache: c, writer: w, st: &sessionState{versions: make(map[string]uint64)}}
+}
+
+// Via returns the same session reading through another node: both share what the session wrote
+// and read.
+func (s *Session) Via(c *Cache) *Session {
+	return &Session{cache: c, writer: s.writer, st: s.st}
 }
 
 func (s *Session) remember(key string, v uint64) {
-	s.mu.Lock()
-	if v > s.versions[key] {
-		s.versions[key] = v
+	s.st.mu.Lock()
+	if v > s.st.versions[key] {
+		s.st.versions[key] = v
 	}
-	s.mu.Unlock()
+	s.st.mu.Unlock()
 }
 
-// Version returns the newest version the session wrote for key, or 0.
+// Version returns the newest version of key the session wrote or read, or 0.
 func (s *Session) Version(key string) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.versions[key]
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	return s.st.versions[key]
 }
 
 // Put writes through the writer and remembers the version.

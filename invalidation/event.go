@@ -55,6 +55,8 @@ type Event struct {
 	Source string
 	// Trace carries trace context from the write.
 	Trace map[string]string
+	// Offset is the event's offset in its partition, set by Subscriber; not encoded.
+	Offset int64
 }
 
 // VersionTrailer is the gRPC trailer in which WriterService.Get returns, along with NotFound, the

@@ -363,6 +363,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 				s.bad(ctx, log, m, err)
 				continue
 			}
+			e.Offset = m.Offset
 			events = append(events, e)
 		}
 		hwm := batch.HighWaterMark()

@@ -40,6 +40,8 @@ type Config struct {
 	KafkaPort int
 	// RedisAddr, when set, is a real Redis; if empty, an in-process miniredis is started.
 	RedisAddr string
+	// RedisPort is the in-process Redis's port. If zero, any free port.
+	RedisPort int
 	// RedisPrefix prefixes every Redis key. If empty, "cw:".
 	RedisPrefix string
 	// GroupID is the nodes' L2 consumer group. If empty, "cachewire-l2".
@@ -119,7 +121,12 @@ func Start(cfg Config) (c *Cluster, err error) {
 	}
 	if c.RedisAddr == "" {
 		c.redis = miniredis.NewMiniRedis()
-		if err = c.redis.Start(); err != nil {
+		if cfg.RedisPort != 0 {
+			err = c.redis.StartAddr("127.0.0.1:" + strconv.Itoa(cfg.RedisPort))
+		} else {
+			err = c.redis.Start()
+		}
+		if err != nil {
 			return c, fmt.Errorf("embedded: start in-process Redis: %w", err)
 		}
 		c.RedisAddr = c.redis.Addr()

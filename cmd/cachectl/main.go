@@ -7,6 +7,7 @@
 //	cachectl stats                         a node's counters
 //	cachectl lag                           a node's per-partition position and freshness
 //	cachectl tail [--from-beginning] [--count N]   print change events live, with partition and offset
+//	cachectl health [--writer]             exit 0 when the node (or the writer) reports SERVING
 //
 // Global flags (before the subcommand) pick the targets and the output: --node, --writer,
 // --kafka-brokers, --topic, --json, --timeout; each has a CACHEWIRE_* environment variable.
@@ -56,6 +57,7 @@ Commands:
   stats                                  a node's counters
   lag                                    a node's per-partition position and freshness
   tail [--from-beginning] [--count N]    print change events live, with partition and offset
+  health [--writer]                      exit 0 when the node (or the writer) reports SERVING
 
 Exit codes: 0 success, 1 key has no value (get), 2 usage error, 3 target unreachable or
 unavailable, 4 request rejected as invalid, 5 other error.
@@ -103,7 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	commands := map[string]func(context.Context, *globals, []string) int{
 		"get": cmdGet, "put": cmdPut, "del": cmdDel, "invalidate": cmdInvalidate,
-		"stats": cmdStats, "lag": cmdLag, "tail": cmdTail,
+		"stats": cmdStats, "lag": cmdLag, "tail": cmdTail, "health": cmdHealth,
 	}
 	f, ok := commands[cmd]
 	if !ok {
@@ -491,5 +493,39 @@ func cmdTail(ctx context.Context, g *globals, args []string) int {
 			return exitOK
 		}
 	}
+	return exitOK
+}
+
+func cmdHealth(ctx context.Context, g *globals, args []string) int {
+	var ofWriter bool
+	if _, ok := g.sub("health", args, 0, "no arguments", func(fs *flag.FlagSet) {
+		fs.BoolVar(&ofWriter, "writer", false, "check the writer instead of the node")
+	}); !ok {
+		return exitUsage
+	}
+	ctx, cancel := g.ctx(ctx)
+	defer cancel()
+	target, check := "node "+g.node, func() error {
+		c, err := g.cache()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return c.Health(ctx)
+	}
+	if ofWriter {
+		target, check = "writer "+g.writer, func() error {
+			w, err := g.writerClient()
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			return w.Health(ctx)
+		}
+	}
+	if err := check(); err != nil {
+		return g.fail(target, err)
+	}
+	g.print(map[string]any{"target": target, "serving": true}, func(w io.Writer) { fmt.Fprintf(w, "%s: SERVING\n", target) })
 	return exitOK
 }

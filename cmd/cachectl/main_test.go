@@ -121,6 +121,15 @@ func TestTail(t *testing.T) {
 	}
 }
 
+func TestHealth(t *testing.T) {
+	if code, out, _ := ctl(t, "health"); code != 0 || !strings.Contains(out, "SERVING") {
+		t.Fatalf("health = %d %q", code, out)
+	}
+	if code, out, _ := ctl(t, "health", "--writer"); code != 0 || !strings.Contains(out, "writer") {
+		t.Fatalf("health --writer = %d %q", code, out)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{}, {"frobnicate"}, {"get"}, {"put", "only-key"}, {"stats", "extra"}} {
 		if code, _, errOut := ctl(t, args...); code != exitUsage || errOut == "" {
@@ -147,6 +156,7 @@ func TestUnreachableTarget(t *testing.T) {
 		{"--writer", dead, "--timeout", "500ms", "put", "k", "v"},
 		{"--node", dead, "--timeout", "500ms", "stats"},
 		{"--kafka-brokers", dead, "--timeout", "500ms", "tail"},
+		{"--node", dead, "--timeout", "500ms", "health"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), args, func(string) string { return "" }, &out, &errOut)

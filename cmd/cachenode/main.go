@@ -44,6 +44,7 @@ type options struct {
 	redisMode  string
 	originAddr string
 	policy     string
+	check      bool
 	logFormat  string
 	logLevel   string
 }
@@ -90,6 +91,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on draining requests at SIGTERM")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&o.check, "check-config", false, "validate the flags and configuration, then exit (0 when valid) without connecting")
 	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
 		return nil, err
 	}
@@ -145,10 +147,14 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		defer loader.Close()
 		o.cfg.Loader = loader
 	}
-	n, err := node.New(o.cfg)
+	n, err := node.New(o.cfg) // no I/O yet
 	if err != nil {
 		fmt.Fprintf(stderr, "cachenode: %v\n", err)
 		return 2
+	}
+	if o.check {
+		fmt.Fprintln(stderr, "cachenode: configuration OK")
+		return 0
 	}
 	if err := n.Start(); err != nil {
 		log.Error("cannot start", "err", err)

@@ -36,6 +36,7 @@ type options struct {
 	brokers   flagenv.List
 	logFormat string
 	logLevel  string
+	check     bool
 }
 
 func parseFlags(args []string, getenv func(string) string, out io.Writer) (*options, error) {
@@ -61,6 +62,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on draining at SIGTERM")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&o.check, "check-config", false, "validate the flags and configuration, then exit (0 when valid) without opening anything")
 	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
 		return nil, err
 	}
@@ -86,6 +88,14 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	o.cfg.Logger = log
+	if o.check {
+		if err := writer.CheckConfig(o.cfg); err != nil {
+			fmt.Fprintf(stderr, "writer: %v\n", err)
+			return 2
+		}
+		fmt.Fprintln(stderr, "writer: configuration OK")
+		return 0
+	}
 	w, err := writer.New(o.cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "writer: %v\n", err)

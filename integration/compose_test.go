@@ -1,0 +1,75 @@
+package integration
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+type composeFile struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		Command     []string          `yaml:"command"`
+		Environment map[string]string `yaml:"environment"`
+		Healthcheck struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
+	} `yaml:"services"`
+}
+
+// TestComposeCommandsMatchTheBinaries: every cachewire service in docker-compose.yml runs a
+// command line (flags and environment) that its binary accepts, so the demo cluster cannot
+// drift from the code. Each binary validates with --check-config, which connects to nothing.
+// Health checks that run cachectl must parse too: pointed at nothing, they must fail as
+// "unreachable" (exit 3), not as a usage error (exit 2).
+func TestComposeCommandsMatchTheBinaries(t *testing.T) {
+	raw, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f composeFile
+	if err := yaml.Unmarshal(raw, &f); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	ours := map[string]bool{"cachenode": true, "writer": true, "demo": true}
+	checked := 0
+	for name, svc := range f.Services {
+		if svc.Image != "cachewire:dev" {
+			continue
+		}
+		if len(svc.Command) == 0 || !ours[svc.Command[0]] {
+			t.Errorf("service %s: command %v does not start a cachewire binary", name, svc.Command)
+			continue
+		}
+		cmd := exec.Command(filepath.Join(binDir, svc.Command[0]), append(svc.Command[1:], "--check-config")...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		for k, v := range svc.Environment {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("service %s: %v rejected its command line: %v\n%s", name, svc.Command, err, out)
+		}
+		checked++
+		if hc := svc.Healthcheck.Test; len(hc) > 1 && strings.HasSuffix(hc[1], "/cachectl") {
+			args := append([]string{}, hc[2:]...)
+			for i, a := range args {
+				if strings.HasPrefix(a, "127.0.0.1:") {
+					args[i] = freeAddr(t) // nothing listens there
+				}
+			}
+			err := exec.Command(filepath.Join(binDir, "cachectl"), args...).Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+				t.Errorf("service %s: health check %v against nothing: %v, want exit 3 (unreachable)", name, hc, err)
+			}
+		}
+	}
+	if checked < 5 {
+		t.Fatalf("checked %d cachewire services, want the writer, three nodes and the demo client", checked)
+	}
+}

@@ -231,3 +231,12 @@ func ignoreClosed(err, closed error) error {
 
 // CacheAside is a Config.Node function that runs every node without an origin loader.
 func CacheAside(_ int, c *node.Config) { c.Loader = nil }
+
+// StartRedis starts a standalone in-process Redis (miniredis) on a free port.
+func StartRedis() (*miniredis.Miniredis, error) {
+	m := miniredis.NewMiniRedis()
+	if err := m.Start(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}

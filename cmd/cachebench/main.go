@@ -1,0 +1,92 @@
+// Command cachebench measures cachewire beside its anchors in one run and writes the results as
+// JSON and as the README's Markdown Performance table.
+//
+//	go run ./cmd/cachebench                       # every scenario, embedded Kafka and Redis
+//	go run ./cmd/cachebench --kafka-brokers 127.0.0.1:19092 --redis-addr 127.0.0.1:16379
+//	go run ./cmd/cachebench --scenarios read,memory --duration 10s
+//	go run ./cmd/cachebench --smoke               # seconds long; proves the tool runs, numbers mean nothing
+//
+// Progress goes to stderr; the Markdown table to stdout; --out-dir gets results.json and
+// results.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cachewire/cachewire/bench"
+	"github.com/cachewire/cachewire/internal/flagenv"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	var cfg bench.Config
+	var brokers, scenarios flagenv.List
+	var outDir string
+	fs := flag.NewFlagSet("cachebench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Var(&brokers, "kafka-brokers", "a real Kafka to measure against (default: in-process kfake)")
+	fs.StringVar(&cfg.RedisAddr, "redis-addr", "", "a real Redis to measure against (default: in-process miniredis)")
+	fs.Var(&scenarios, "scenarios", "comma-separated subset of "+strings.Join(bench.Scenarios, ",")+" (default: all)")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each timed step")
+	fs.BoolVar(&cfg.Smoke, "smoke", false, "tiny counts: a seconds-long run that proves the tool works (numbers mean nothing)")
+	fs.StringVar(&outDir, "out-dir", "", "directory for results.json and results.md (default: none)")
+	if err := flagenv.Parse(fs, "CACHEWIRE_BENCH_", args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg.Brokers, cfg.Scenarios, cfg.Progress = brokers, scenarios, stderr
+	cfg.Command = "go run ./cmd/cachebench " + strings.Join(args, " ")
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "cachebench: %v\n", err)
+		return 1
+	}
+	if err := rep.WriteMarkdown(stdout); err != nil {
+		fmt.Fprintf(stderr, "cachebench: %v\n", err)
+		return 1
+	}
+	if outDir != "" {
+		if err := write(outDir, rep); err != nil {
+			fmt.Fprintf(stderr, "cachebench: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "cachebench: wrote %s and %s\n", filepath.Join(outDir, "results.json"), filepath.Join(outDir, "results.md"))
+	}
+	return 0
+}
+
+func write(dir string, rep *bench.Report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	j, err := os.Create(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(rep.WriteJSON(j), j.Close()); err != nil {
+		return err
+	}
+	m, err := os.Create(filepath.Join(dir, "results.md"))
+	if err != nil {
+		return err
+	}
+	return errors.Join(rep.WriteMarkdown(m), m.Close())
+}

@@ -281,6 +281,21 @@ func TestOriginMissFillsL1AndL2(t *testing.T) {
 	if e, found, err := tier.Get(context.Background(), "k"); err != nil || !found || e.Version != 7 || string(e.Value) != "seven" {
 		t.Fatalf("Redis holds %+v (found %v, err %v), want seven@7", e, found, err)
 	}
+	// b serves from Redis once it has seen the L2 group caught up with its own position.
+	testenv.WaitFor(t, 20*time.Second, func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := b.client.Stats(ctx, &pb.StatsRequest{})
+		if err != nil {
+			return err.Error()
+		}
+		for _, p := range s.Partitions {
+			if p.L2CaughtUpAt == nil {
+				return fmt.Sprintf("partition %d: L2 not caught up yet", p.Partition)
+			}
+		}
+		return ""
+	})
 	if r := getKey(t, b, "k", 0); r.Tier != pb.Tier_TIER_L2 || r.Version != 7 {
 		t.Fatalf("other node's read: %+v, want L2", r)
 	}

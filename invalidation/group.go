@@ -56,6 +56,8 @@ type GroupApplierConfig struct {
 	DeadLetterTopic string
 	// Logger receives warnings and errors. If nil, it defaults to slog.Default().
 	Logger *slog.Logger
+	// Dialer connects to brokers. If nil, kafka-go's default dialer.
+	Dialer *kafka.Dialer
 }
 
 // GroupApplierStats are a GroupApplier's counters.
@@ -140,6 +142,7 @@ func NewGroupApplier(cfg GroupApplierConfig) (*GroupApplier, error) {
 		WatchPartitionChanges:  true,
 		PartitionWatchInterval: 5 * time.Second,
 		StartOffset:            start,
+		Dialer:                 cfg.Dialer,
 		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { g.log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
 	if cfg.DeadLetterTopic != "" {

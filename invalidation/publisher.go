@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -31,6 +32,8 @@ type PublisherConfig struct {
 	MetadataTTL time.Duration
 	// Limits are checked before an event is sent. Zero fields take the package defaults.
 	Limits Limits
+	// Dial, when set, opens every connection to the brokers (for tests that cut the network).
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // Publisher publishes change events to one topic: keyed by the cache key, partitioned with the
@@ -65,7 +68,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.MetadataTTL == 0 {
 		cfg.MetadataTTL = 5 * time.Second
 	}
-	transport := &kafka.Transport{MetadataTTL: cfg.MetadataTTL, DialTimeout: 5 * time.Second}
+	transport := &kafka.Transport{MetadataTTL: cfg.MetadataTTL, DialTimeout: 5 * time.Second, Dial: cfg.Dial}
 	return &Publisher{
 		transport: transport,
 		limits:    cfg.Limits.WithDefaults(),

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
@@ -68,11 +70,17 @@ type Config struct {
 	// ShutdownTimeout bounds how long Shutdown waits for requests in flight. If zero, it defaults
 	// to 10 seconds.
 	ShutdownTimeout time.Duration
+	// L2WatchInterval is how often the node reads the L2 group's committed offsets to decide
+	// whether Redis has caught up with what L1 applied. If zero, it defaults to 200 ms.
+	L2WatchInterval time.Duration
 	// SubscriberMaxWait is the subscriber's fetch wait: how often an idle partition confirms it is
 	// caught up. If zero, it defaults to 250 ms.
 	SubscriberMaxWait time.Duration
 	// Logger receives the node's logs. If nil, it defaults to slog.Default().
 	Logger *slog.Logger
+	// KafkaDial, when set, opens every connection this node makes to Kafka (subscriber, L2
+	// group member, publisher). Fault tests use it to cut one node off from Kafka.
+	KafkaDial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 func (c *Config) validate() error {
@@ -115,6 +123,9 @@ func (c *Config) validate() error {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.L2WatchInterval == 0 {
+		c.L2WatchInterval = 200 * time.Millisecond
 	}
 	if c.SubscriberMaxWait == 0 {
 		c.SubscriberMaxWait = 250 * time.Millisecond

@@ -28,7 +28,7 @@ func newMetrics(n *Node) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.tierReads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "cachewire_tier_reads_total", Help: "Reads per tier (l1, l2), by result (hit, miss).",
+		Name: "cachewire_tier_reads_total", Help: "Reads per tier (l1, l2), by result (hit, miss; behind: L2 skipped because Redis lags L1).",
 	}, []string{"tier", "result"})
 	m.loads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cachewire_origin_loads_total", Help: "Origin loads by result (found, not_found, error).",

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -62,6 +63,9 @@ type Node struct {
 
 	loads, staleReads atomic.Uint64
 	applied, ignored  atomic.Uint64
+
+	l2mu    sync.Mutex
+	l2parts map[tp]l2Part
 }
 
 // New builds a node from cfg. It does no I/O: Start connects and listens.
@@ -69,12 +73,16 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.flight = newFlight(n.ctx, &n.wg)
 	var err error
 	if n.l1, err = lru.New(cfg.L1); err != nil {
 		return nil, err
+	}
+	var dialer *kafka.Dialer
+	if cfg.KafkaDial != nil {
+		dialer = &kafka.Dialer{Timeout: 5 * time.Second, DialFunc: cfg.KafkaDial}
 	}
 	if cfg.hasL2() {
 		if n.l2, err = redistier.New(cfg.L2); err != nil {
@@ -82,7 +90,7 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.group, err = invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
 			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits,
-			Logger: n.log,
+			Logger: n.log, Dialer: dialer,
 			Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 				_, _, err := n.l2.ApplyBatch(ctx, events, cfg.Policy)
 				return err
@@ -94,13 +102,14 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.sub, err = invalidation.NewSubscriber(invalidation.SubscriberConfig{
 		Brokers: cfg.Brokers, Topics: cfg.Topics, Limits: cfg.Limits, Logger: n.log,
-		MaxWait: cfg.SubscriberMaxWait,
-		Sink:    invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
+		MaxWait: cfg.SubscriberMaxWait, Dialer: dialer,
+		Sink: invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
 	})
 	if err != nil {
 		return nil, err
 	}
-	n.pub, err = invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: cfg.Brokers, Topic: cfg.InvalidateTopic, Limits: cfg.Limits})
+	n.pub, err = invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: cfg.Brokers, Topic: cfg.InvalidateTopic,
+		Limits: cfg.Limits, Dial: cfg.KafkaDial})
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +134,7 @@ func (n *Node) applyEvents(_ string, _ int, events []invalidation.Event) {
 
 // reset is called on a gap the subscriber cannot repair: L1 can no longer vouch for anything.
 func (n *Node) reset(topic string, partition int, reason string) {
+	n.resetL2(topic, partition)
 	n.l1.Flush()
 	n.m.resets.Inc()
 	n.log.Warn("L1 flushed after a gap in the event stream", "topic", topic, "partition", partition, "reason", reason)
@@ -165,6 +175,7 @@ func (n *Node) Start() error {
 	n.goRun("subscriber", func() error { return n.sub.Run(n.ctx) })
 	if n.group != nil {
 		n.goRun("l2 group applier", func() error { return n.group.Run(n.ctx) })
+		n.goRun("l2 watcher", func() error { n.watchL2(n.ctx); return nil })
 	}
 	n.wg.Add(1)
 	go func() {

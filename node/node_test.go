@@ -175,8 +175,15 @@ func TestReadPathL1L2Origin(t *testing.T) {
 	a := h.start(nil)
 	expect(t, get(t, a, "user:1", 0), pb.Tier_TIER_ORIGIN, 3, "ada")
 	expect(t, get(t, a, "user:1", 0), pb.Tier_TIER_L1, 3, "ada")
-	// A second node sharing Redis finds it in L2, then in its own L1.
+	// A second node sharing Redis finds it in L2 (once it has seen that the L2 group is caught
+	// up with its own position), then in its own L1.
 	b := h.start(nil)
+	testenv.WaitFor(t, 10*time.Second, func() string {
+		if !b.l2Fresh("user:1") {
+			return "node b does not trust L2 yet"
+		}
+		return ""
+	})
 	expect(t, get(t, b, "user:1", 0), pb.Tier_TIER_L2, 3, "ada")
 	expect(t, get(t, b, "user:1", 0), pb.Tier_TIER_L1, 3, "ada")
 	if got := h.origin.calls.Load(); got != 1 {

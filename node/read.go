@@ -93,19 +93,29 @@ func (n *Node) fromL1(key string, minVersion uint64, asOf time.Time) (loaded, bo
 	return loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, freshAsOf: asOf}, true
 }
 
-// stale answers from whatever tier holds key, marked stale; found=false when none does.
+// stale answers from whatever tier holds key, marked stale: the newer of L1 and L2, so that
+// stale answers at least never go back behind what this node has served; found=false when
+// neither holds it.
 func (n *Node) stale(ctx context.Context, key string, minVersion uint64, asOf time.Time) loaded {
 	n.staleReads.Add(1)
 	n.m.staleReads.Inc()
+	best := loaded{stale: true, freshAsOf: asOf}
 	if it, ok := n.l1.Get(key); ok && it.Version >= minVersion {
-		return loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, stale: true, freshAsOf: asOf}
+		best = loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, stale: true, freshAsOf: asOf}
 	}
 	if n.l2 != nil {
-		if e, found, err := n.l2.Get(ctx, key); err == nil && found && e.Version >= minVersion {
-			return loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, stale: true, freshAsOf: asOf}
+		tok := n.l1.BeginFill()
+		if e, found, err := n.l2.Get(ctx, key); err == nil && found && e.Version >= minVersion && (best.tier == pb.Tier_TIER_UNSPECIFIED || e.Version > best.version) {
+			best = loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, stale: true, freshAsOf: asOf}
+			// Keep L1 at least as new as what was served (the version rule still applies).
+			if e.Missing {
+				n.l1.FillMissing(key, e.Version, tok)
+			} else {
+				n.l1.Fill(key, e.Version, e.Value, tok)
+			}
 		}
 	}
-	return loaded{stale: true, freshAsOf: asOf}
+	return best
 }
 
 // load runs inside the flight for key, on a context that ends when every waiting request gave up.
@@ -152,6 +162,11 @@ func (n *Node) load(ctx context.Context, key string, minVersion uint64, fresh bo
 // served.
 func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf time.Time, tok lru.FillToken) (loaded, bool) {
 	if n.l2 == nil {
+		return loaded{}, false
+	}
+	if !n.l2Fresh(key) {
+		// Redis may be behind what this node already applied: do not serve from it.
+		n.m.tierReads.WithLabelValues("l2", "behind").Inc()
 		return loaded{}, false
 	}
 	e, found, err := n.l2.Get(ctx, key)

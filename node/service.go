@@ -139,10 +139,18 @@ func (s *service) Stats(context.Context, *pb.StatsRequest) (*pb.StatsResponse, e
 		l2 := n.l2.Stats()
 		resp.L2 = &pb.TierStats{Hits: l2.Hits, Misses: l2.Misses, StaleFillsRejected: l2.StaleFillsRejected}
 	}
+	n.l2mu.Lock()
+	defer n.l2mu.Unlock()
 	for _, p := range n.sub.Partitions() {
 		pf := &pb.PartitionFreshness{Topic: p.Topic, Partition: int32(p.Partition), Offset: p.Offset, HighWatermark: p.HighWatermark}
 		if !p.CaughtUpAt.IsZero() {
 			pf.CaughtUpAt = timestamppb.New(p.CaughtUpAt)
+		}
+		if st, ok := n.l2parts[tp{p.Topic, p.Partition}]; ok {
+			pf.L2CommittedOffset = st.committed
+			if !st.caughtUpAt.IsZero() {
+				pf.L2CaughtUpAt = timestamppb.New(st.caughtUpAt)
+			}
 		}
 		resp.Partitions = append(resp.Partitions, pf)
 	}

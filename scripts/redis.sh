@@ -2,7 +2,7 @@
 # Runs a redis-server (from Debian's redis-server package, installed when missing and running as
 # root) on its own loopback port with no persistence, for the real-services test suite.
 #
-#   scripts/redis.sh start | stop | restart | status | version
+#   scripts/redis.sh start | stop | restart | status | version | pid
 #
 # Environment: CACHEWIRE_REDIS_PORT (default 16379), CACHEWIRE_STATE_DIR (default /tmp/cachewire-services).
 set -euo pipefail
@@ -52,5 +52,6 @@ case "${1:-}" in
   restart) stop; start ;;
   status) running ;;
   version) version ;;
-  *) echo "usage: $0 start|stop|restart|status|version" >&2; exit 2 ;;
+  pid) running && cat "$pidfile" ;;
+  *) echo "usage: $0 start|stop|restart|status|version|pid" >&2; exit 2 ;;
 esac

@@ -376,6 +376,9 @@ type lagJSON struct {
 	Lag           int64     `json:"lag"`
 	CaughtUpAt    time.Time `json:"caught_up_at,omitzero"`
 	AgeSeconds    float64   `json:"age_seconds"`
+	L2Committed   int64     `json:"l2_committed_offset"`
+	L2CaughtUpAt  time.Time `json:"l2_caught_up_at,omitzero"`
+	L2AgeSeconds  float64   `json:"l2_age_seconds"`
 }
 
 func cmdLag(ctx context.Context, g *globals, args []string) int {
@@ -390,22 +393,29 @@ func cmdLag(ctx context.Context, g *globals, args []string) int {
 	rows := make([]lagJSON, 0, len(s.Partitions))
 	for _, p := range s.Partitions {
 		r := lagJSON{Topic: p.Topic, Partition: p.Partition, Offset: p.Offset, HighWatermark: p.HighWatermark,
-			Lag: max(p.HighWatermark-p.Offset, 0), AgeSeconds: -1}
+			Lag: max(p.HighWatermark-p.Offset, 0), AgeSeconds: -1, L2Committed: p.L2CommittedOffset, L2AgeSeconds: -1}
 		if p.CaughtUpAt != nil {
 			r.CaughtUpAt = p.CaughtUpAt.AsTime()
 			r.AgeSeconds = now.Sub(r.CaughtUpAt).Seconds()
+		}
+		if p.L2CaughtUpAt != nil {
+			r.L2CaughtUpAt = p.L2CaughtUpAt.AsTime()
+			r.L2AgeSeconds = now.Sub(r.L2CaughtUpAt).Seconds()
 		}
 		rows = append(rows, r)
 	}
 	g.print(rows, func(w io.Writer) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TOPIC\tPARTITION\tOFFSET\tLOG END\tLAG\tCAUGHT UP")
-		for _, r := range rows {
-			age := "never"
-			if r.AgeSeconds >= 0 {
-				age = fmt.Sprintf("%.3fs ago", r.AgeSeconds)
+		fmt.Fprintln(tw, "TOPIC\tPARTITION\tOFFSET\tLOG END\tLAG\tCAUGHT UP\tL2 COMMITTED\tL2 CAUGHT UP")
+		ago := func(s float64) string {
+			if s < 0 {
+				return "never"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", r.Topic, r.Partition, r.Offset, r.HighWatermark, r.Lag, age)
+			return fmt.Sprintf("%.3fs ago", s)
+		}
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", r.Topic, r.Partition, r.Offset, r.HighWatermark, r.Lag,
+				ago(r.AgeSeconds), r.L2Committed, ago(r.L2AgeSeconds))
 		}
 		tw.Flush()
 	})

@@ -2,8 +2,11 @@ package testenv
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -13,6 +16,24 @@ import (
 
 // EnvKafkaPID names the pid of the real broker's JVM, so fault tests can pause it.
 const EnvKafkaPID = "CACHEWIRE_TEST_KAFKA_PID"
+
+// EnvKafkaCtl names the script that controls the real broker (scripts/kafka.sh); its "pid"
+// command is asked first, since a test may have restarted the broker under a new pid.
+const EnvKafkaCtl = "CACHEWIRE_TEST_KAFKA_CTL"
+
+func brokerPID() (int, error) {
+	if ctl := os.Getenv(EnvKafkaCtl); ctl != "" {
+		out, err := exec.Command(ctl, "pid").Output()
+		if err != nil {
+			return 0, fmt.Errorf("%s pid: %w", ctl, err)
+		}
+		return strconv.Atoi(strings.TrimSpace(string(out)))
+	}
+	if v := os.Getenv(EnvKafkaPID); v != "" {
+		return strconv.Atoi(v)
+	}
+	return 0, fmt.Errorf("neither %s nor %s is set (.ci/run sets both)", EnvKafkaCtl, EnvKafkaPID)
+}
 
 // CutFetches makes Kafka stop answering consumers until heal is called (or t ends): in-process,
 // every fetch request fails; against a real broker named with CACHEWIRE_TEST_KAFKA_PID, the broker
@@ -34,9 +55,9 @@ func (k *Kafka) CutFetches(t testing.TB) (heal func()) {
 		t.Cleanup(heal)
 		return heal
 	}
-	pid, err := strconv.Atoi(os.Getenv(EnvKafkaPID))
+	pid, err := brokerPID()
 	if err != nil {
-		t.Skipf("cutting a real broker off needs %s (the broker pid; .ci/run sets it)", EnvKafkaPID)
+		t.Skipf("cutting a real broker off needs its pid: %v", err)
 	}
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatalf("testenv: pause broker pid %d: %v", pid, err)

@@ -677,12 +677,19 @@ func (x *TierStats) GetEvictions() map[string]uint64 {
 }
 
 type PartitionFreshness struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
-	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
-	HighWatermark int64                  `protobuf:"varint,4,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
-	CaughtUpAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=caught_up_at,json=caughtUpAt,proto3" json:"caught_up_at,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// offset is the next offset the node's L1 subscriber reads.
+	Offset        int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	HighWatermark int64 `protobuf:"varint,4,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
+	// caught_up_at is when L1 was last caught up with the log end.
+	CaughtUpAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=caught_up_at,json=caughtUpAt,proto3" json:"caught_up_at,omitempty"`
+	// l2_committed_offset is the L2 group's committed offset, as the node last read it.
+	L2CommittedOffset int64 `protobuf:"varint,6,opt,name=l2_committed_offset,json=l2CommittedOffset,proto3" json:"l2_committed_offset,omitempty"`
+	// l2_caught_up_at is when the L2 group had last applied everything L1 had; the node serves
+	// from Redis only while that is within max_staleness.
+	L2CaughtUpAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=l2_caught_up_at,json=l2CaughtUpAt,proto3" json:"l2_caught_up_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -748,6 +755,20 @@ func (x *PartitionFreshness) GetHighWatermark() int64 {
 func (x *PartitionFreshness) GetCaughtUpAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CaughtUpAt
+	}
+	return nil
+}
+
+func (x *PartitionFreshness) GetL2CommittedOffset() int64 {
+	if x != nil {
+		return x.L2CommittedOffset
+	}
+	return 0
+}
+
+func (x *PartitionFreshness) GetL2CaughtUpAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.L2CaughtUpAt
 	}
 	return nil
 }
@@ -897,14 +918,16 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\tevictions\x18\x06 \x03(\v2&.cachewire.v1.TierStats.EvictionsEntryR\tevictions\x1a<\n" +
 	"\x0eEvictionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xc5\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb8\x02\n" +
 	"\x12PartitionFreshness\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12%\n" +
 	"\x0ehigh_watermark\x18\x04 \x01(\x03R\rhighWatermark\x12<\n" +
 	"\fcaught_up_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"caughtUpAt\"\xd4\x02\n" +
+	"caughtUpAt\x12.\n" +
+	"\x13l2_committed_offset\x18\x06 \x01(\x03R\x11l2CommittedOffset\x12A\n" +
+	"\x0fl2_caught_up_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fl2CaughtUpAt\"\xd4\x02\n" +
 	"\rStatsResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x02l1\x18\x02 \x01(\v2\x17.cachewire.v1.TierStatsR\x02l1\x12'\n" +
@@ -969,24 +992,25 @@ var file_cachewire_v1_cache_proto_depIdxs = []int32{
 	3,  // 4: cachewire.v1.BatchGetResponse.responses:type_name -> cachewire.v1.GetResponse
 	14, // 5: cachewire.v1.TierStats.evictions:type_name -> cachewire.v1.TierStats.EvictionsEntry
 	15, // 6: cachewire.v1.PartitionFreshness.caught_up_at:type_name -> google.protobuf.Timestamp
-	11, // 7: cachewire.v1.StatsResponse.l1:type_name -> cachewire.v1.TierStats
-	11, // 8: cachewire.v1.StatsResponse.l2:type_name -> cachewire.v1.TierStats
-	12, // 9: cachewire.v1.StatsResponse.partitions:type_name -> cachewire.v1.PartitionFreshness
-	1,  // 10: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
-	4,  // 11: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
-	6,  // 12: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
-	8,  // 13: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
-	10, // 14: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
-	3,  // 15: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
-	5,  // 16: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
-	7,  // 17: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
-	9,  // 18: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
-	13, // 19: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 7: cachewire.v1.PartitionFreshness.l2_caught_up_at:type_name -> google.protobuf.Timestamp
+	11, // 8: cachewire.v1.StatsResponse.l1:type_name -> cachewire.v1.TierStats
+	11, // 9: cachewire.v1.StatsResponse.l2:type_name -> cachewire.v1.TierStats
+	12, // 10: cachewire.v1.StatsResponse.partitions:type_name -> cachewire.v1.PartitionFreshness
+	1,  // 11: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
+	4,  // 12: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
+	6,  // 13: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
+	8,  // 14: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
+	10, // 15: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
+	3,  // 16: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
+	5,  // 17: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
+	7,  // 18: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
+	9,  // 19: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
+	13, // 20: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_cachewire_v1_cache_proto_init() }

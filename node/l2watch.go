@@ -1,0 +1,135 @@
+package node
+
+import (
+	"context"
+	"math"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/invalidation"
+)
+
+// L2 freshness. Redis is updated by the shared consumer group, which may lag behind this node's
+// own subscriber (a slow or restarting group member, a rebalance). Serving an L2 value older than
+// a version L1 has already applied would send a reader back in time, so the node watches the
+// group's committed offsets and uses L2 for a partition only while the group has applied
+// everything L1 has (within MaxStaleness) and, after L1 was reset or at start, everything up to
+// L1's position then.
+
+const needNext = math.MaxInt64 // "set need to L1's position at the next poll"
+
+type tp struct {
+	topic     string
+	partition int
+}
+
+type l2Part struct {
+	committed  int64
+	need       int64
+	caughtUpAt time.Time
+}
+
+// watchL2 polls the group's committed offsets until ctx ends.
+func (n *Node) watchL2(ctx context.Context) {
+	tr := &kafka.Transport{DialTimeout: 5 * time.Second, Dial: n.cfg.KafkaDial}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(n.cfg.Brokers...), Timeout: 5 * time.Second, Transport: tr}
+	select { // first poll as soon as L1 is positioned
+	case <-n.sub.Ready():
+	case <-ctx.Done():
+		return
+	}
+	tick := time.NewTicker(n.cfg.L2WatchInterval)
+	defer tick.Stop()
+	for {
+		n.pollL2(ctx, client)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (n *Node) pollL2(ctx context.Context, client *kafka.Client) {
+	parts := n.sub.Partitions()
+	start := time.Now()
+	req := &kafka.OffsetFetchRequest{GroupID: n.cfg.GroupID, Topics: map[string][]int{}}
+	for _, p := range parts {
+		if p.Positioned {
+			req.Topics[p.Topic] = append(req.Topics[p.Topic], p.Partition)
+		}
+	}
+	if len(req.Topics) == 0 {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := client.OffsetFetch(pctx, req)
+	if err == nil && resp.Error != nil {
+		err = resp.Error
+	}
+	if err != nil {
+		n.log.Debug("cannot read the L2 group's offsets", "err", err)
+		return
+	}
+	committed := map[tp]int64{}
+	for topic, ps := range resp.Topics {
+		for _, p := range ps {
+			if p.Error == nil {
+				committed[tp{topic, p.Partition}] = p.CommittedOffset
+			}
+		}
+	}
+	n.l2mu.Lock()
+	defer n.l2mu.Unlock()
+	for _, p := range parts {
+		if !p.Positioned {
+			continue
+		}
+		id := tp{p.Topic, p.Partition}
+		st, ok := n.l2parts[id]
+		if !ok || st.need == needNext {
+			st.need = p.Offset
+		}
+		c, ok := committed[id]
+		if !ok {
+			continue
+		}
+		// No commit yet (-1) means nothing applied: the same as a commit at offset 0.
+		c = max(c, 0)
+		st.committed = c
+		if c >= st.need && c >= p.Offset {
+			st.caughtUpAt = start
+		}
+		n.l2parts[id] = st
+	}
+}
+
+// resetL2 is called when L1 is reset for a partition: L2 is not used for it until the group has
+// applied everything up to L1's new position.
+func (n *Node) resetL2(topic string, partition int) {
+	n.l2mu.Lock()
+	n.l2parts[tp{topic, partition}] = l2Part{need: needNext}
+	n.l2mu.Unlock()
+}
+
+// l2Fresh reports whether L2 may serve key: for every partition that can hold it, the group has
+// caught up with L1 within MaxStaleness.
+func (n *Node) l2Fresh(key string) bool {
+	now := time.Now()
+	n.l2mu.Lock()
+	defer n.l2mu.Unlock()
+	for _, topic := range n.cfg.Topics {
+		parts := n.sub.NumPartitions(topic)
+		if parts == 0 {
+			return false
+		}
+		st, ok := n.l2parts[tp{topic, invalidation.PartitionFor(key, parts)}]
+		if !ok || st.caughtUpAt.IsZero() || now.Sub(st.caughtUpAt) > n.cfg.MaxStaleness {
+			return false
+		}
+	}
+	return true
+}

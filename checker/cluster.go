@@ -124,14 +124,14 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 	if err := c.startWriter(); err != nil {
 		return c, err
 	}
-	if c.writerConn, err = client.NewWriter(c.writerAddr, client.WithTimeout(5*time.Second), client.WithRetries(2, 50*time.Millisecond)); err != nil {
+	if c.writerConn, err = client.NewWriter(c.writerAddr, client.WithTimeout(5*time.Second), client.WithRetries(4, 100*time.Millisecond)); err != nil {
 		return c, err
 	}
 	for range cfg.Nodes {
 		c.nodeAddrs = append(c.nodeAddrs, freeAddr())
 		c.cutters = append(c.cutters, &cutter{conns: map[net.Conn]bool{}})
 		c.nodes = append(c.nodes, nil)
-		cc, err := client.NewCache(c.nodeAddrs[len(c.nodeAddrs)-1], client.WithTimeout(5*time.Second), client.WithRetries(2, 50*time.Millisecond))
+		cc, err := client.NewCache(c.nodeAddrs[len(c.nodeAddrs)-1], client.WithTimeout(5*time.Second), client.WithRetries(4, 100*time.Millisecond))
 		if err != nil {
 			return c, err
 		}

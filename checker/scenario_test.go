@@ -2,6 +2,8 @@ package checker
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"testing"
 	"time"
 )
@@ -12,6 +14,9 @@ import (
 func TestFaultScenarios(t *testing.T) {
 	env := EnvFromTestEnv()
 	o := Options{Duration: 4 * time.Second, Outage: 1500 * time.Millisecond, MaxStaleness: time.Second}
+	if os.Getenv("CACHEWIRE_CHECK_LOG") != "" {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	for _, sc := range Scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

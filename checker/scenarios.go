@@ -3,6 +3,7 @@ package checker
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -29,6 +30,8 @@ type Options struct {
 	Nodes int
 	// Workload mix; zero fields take Workload's defaults.
 	Workload Workload
+	// Logger receives the cluster's logs. If nil, they are discarded.
+	Logger *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -169,7 +172,7 @@ type Outcome struct {
 func Run(ctx context.Context, env Env, sc Scenario, o Options) Outcome {
 	o.defaults()
 	out := Outcome{Scenario: sc.Name}
-	c, err := StartCluster(ctx, env, ClusterConfig{Nodes: o.Nodes, Partitions: partitions, MaxStaleness: o.MaxStaleness})
+	c, err := StartCluster(ctx, env, ClusterConfig{Nodes: o.Nodes, Partitions: partitions, MaxStaleness: o.MaxStaleness, Logger: o.Logger})
 	if err != nil {
 		out.Err = err
 		return out

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
@@ -121,6 +122,11 @@ func dial(target, service string, opts []Option) (*conn, error) {
 		// Client-side health checking: connections to a server that reports NOT_SERVING (a
 		// node still positioning itself, or draining) are not used.
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"healthCheckConfig":{"serviceName":%q}}`, service)),
+		// Reconnect quickly after a node or writer restarts (gRPC's default waits up to 120 s).
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 	}, o.dialOptions...)
 	cc, err := grpc.NewClient(target, dopts...)
 	if err != nil {

@@ -27,6 +27,10 @@ type PublisherConfig struct {
 	BatchSize int
 	// WriteTimeout bounds one produce request. If zero, it defaults to 10 seconds.
 	WriteTimeout time.Duration
+	// MaxAttempts is how many times kafka-go tries a produce request before Publish fails. If
+	// zero, 3. Callers with their own retry loop (the writer's relay) use 1, so that Close is not
+	// held up by retries.
+	MaxAttempts int
 	// MetadataTTL is how long partition metadata is cached: partitions added to the topic are
 	// used after at most this long. If zero, it defaults to 5 seconds.
 	MetadataTTL time.Duration
@@ -65,6 +69,9 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 3
+	}
 	if cfg.MetadataTTL == 0 {
 		cfg.MetadataTTL = 5 * time.Second
 	}
@@ -82,7 +89,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 			BatchBytes:   int64(cfg.Limits.WithDefaults().MaxValueBytes) + 64<<10,
 			WriteTimeout: cfg.WriteTimeout,
 			ReadTimeout:  cfg.WriteTimeout,
-			MaxAttempts:  3,
+			MaxAttempts:  cfg.MaxAttempts,
 			Transport:    transport, // its own, so its metadata cache is not shared process-wide
 		},
 	}, nil

@@ -2,9 +2,11 @@ package invalidation
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
@@ -106,6 +108,25 @@ func FuzzDecode(f *testing.F) {
 		back, err := Decode(again, limits)
 		if err != nil || back.Key != e.Key || back.Version != e.Version || back.Op != e.Op || back.HasValue != e.HasValue {
 			t.Fatalf("re-encoding changed the event: %+v -> %+v, %v", e, back, err)
+		}
+	})
+}
+
+// FuzzCheckKey: request validation never panics, accepts exactly the non-empty valid UTF-8 keys
+// within the limit, and names the limit when it refuses a long key.
+func FuzzCheckKey(f *testing.F) {
+	for _, s := range []string{"", "k", "user:1", strings.Repeat("x", 64), strings.Repeat("x", 65), "\xff", "é"} {
+		f.Add(s)
+	}
+	limits := Limits{MaxKeyBytes: 64}
+	f.Fuzz(func(t *testing.T, key string) {
+		err := limits.CheckKey(key)
+		want := key != "" && len(key) <= 64 && utf8.ValidString(key)
+		if (err == nil) != want {
+			t.Fatalf("CheckKey(%q) = %v, want ok=%v", key, err, want)
+		}
+		if len(key) > 64 && !strings.Contains(fmt.Sprint(err), "max_key_bytes is 64") {
+			t.Fatalf("CheckKey of %d bytes: %v does not name the limit", len(key), err)
 		}
 	})
 }

@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -542,4 +544,83 @@ func TestTooManyRequestsAreRefused(t *testing.T) {
 	}
 	close(h.origin.hold)
 	<-done
+}
+
+// TestBadEventsAreCountedAndSkipped: garbage, invalid and oversize records on the topic are
+// counted and skipped; the node keeps serving and applies the valid event behind them.
+func TestBadEventsAreCountedAndSkipped(t *testing.T) {
+	h := newHarness(t)
+	h.origin.put("k", 1, "v1")
+	n := h.start(func(c *Config) { c.Limits = invalidation.Limits{MaxValueBytes: 16} })
+	get(t, n, "k", 0)
+	ctx := ctxT(t)
+	zero, _ := invalidation.Encode(&invalidation.Event{Key: "k", Op: invalidation.OpDelete})
+	big, _ := invalidation.Encode(&invalidation.Event{Key: "k", Version: 9, Op: invalidation.OpUpsert, Value: make([]byte, 17), HasValue: true})
+	w := h.kafka.Writer(t, h.topic)
+	if err := w.WriteMessages(ctx,
+		kafka.Message{Key: []byte("k"), Value: []byte("not protobuf \xff\xff")},
+		kafka.Message{Key: []byte("k"), Value: zero},
+		kafka.Message{Key: []byte("k"), Value: big},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.publisher().Publish(ctx, invalidation.Event{Key: "k", Version: 2, Op: invalidation.OpUpsert, Value: []byte("v2"), HasValue: true}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		if r := get(t, n, "k", 0); r.Version != 2 || r.Tier != pb.Tier_TIER_L1 {
+			return fmt.Sprintf("serves %q@%d from %s", r.Value, r.Version, r.Tier)
+		}
+		return ""
+	})
+	s, err := n.client.Stats(ctx, &pb.StatsRequest{})
+	if err != nil || s.EventsInvalid != 3 {
+		t.Fatalf("Stats = %v, %v; want 3 invalid events", s, err)
+	}
+}
+
+// TestFloodIsRefusedNotQueued: far more concurrent requests than max_in_flight get answers or
+// ResourceExhausted, never another error, and memory stays bounded.
+func TestFloodIsRefusedNotQueued(t *testing.T) {
+	h := newHarness(t)
+	n := h.start(func(c *Config) { c.MaxInFlight = 4 })
+	for i := range 50 {
+		h.origin.put(fmt.Sprint("k", i), 1, "v")
+	}
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var ok, exhausted atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for i := range 400 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := n.client.Get(ctxT(t), &pb.GetRequest{Key: fmt.Sprint("k", i%50)})
+			switch status.Code(err) {
+			case codes.OK:
+				ok.Add(1)
+			case codes.ResourceExhausted:
+				exhausted.Add(1)
+			default:
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("flooded request failed with something other than ResourceExhausted: %v", err)
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 64<<20 {
+		t.Fatalf("heap grew by %d MiB under the flood", grown>>20)
+	}
+	if ok.Load() == 0 {
+		t.Fatal("no request got through")
+	}
+	t.Logf("400 concurrent requests: %d answered, %d refused with ResourceExhausted", ok.Load(), exhausted.Load())
 }

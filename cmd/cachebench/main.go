@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each timed step")
 	fs.BoolVar(&cfg.Smoke, "smoke", false, "tiny counts: a seconds-long run that proves the tool works (numbers mean nothing)")
 	fs.StringVar(&outDir, "out-dir", "", "directory for results.json and results.md (default: none)")
+	var cpuProfile string
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	if err := flagenv.Parse(fs, "CACHEWIRE_BENCH_", args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -53,7 +56,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	cfg.Brokers, cfg.Scenarios, cfg.Progress = brokers, scenarios, stderr
-	cfg.Command = "go run ./cmd/cachebench " + strings.Join(args, " ")
+	cfg.Command = strings.TrimSpace("go run ./cmd/cachebench " + strings.Join(args, " "))
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "cachebench: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "cachebench: %v\n", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "cachebench: %v\n", err)

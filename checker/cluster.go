@@ -18,7 +18,9 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cachewire/cachewire/client"
@@ -244,6 +246,17 @@ func (c *Cluster) RestartWriter() error { return c.startWriter() }
 // HealNode.
 func (c *Cluster) CutNode(i int) { c.cutters[i].cut() }
 
+// Resets returns how many times node i flushed L1 after a gap in the event stream.
+func (c *Cluster) Resets(i int) uint64 {
+	c.mu.Lock()
+	n := c.nodes[i]
+	c.mu.Unlock()
+	if n == nil {
+		return 0
+	}
+	return n.Resets()
+}
+
 // HealNode lets node i reach Kafka again.
 func (c *Cluster) HealNode(i int) { c.cutters[i].heal() }
 
@@ -323,22 +336,46 @@ func (c *Cluster) StartRedis() error {
 	return c.signal(c.env.RedisCtl, syscall.SIGCONT)
 }
 
-// CanDeleteRecords reports whether DeleteRecords works (in-process Kafka only).
-func (c *Cluster) CanDeleteRecords() bool { return c.kfake != nil }
-
 // DeleteRecords removes every record below the log end of every partition (retention passing
-// everyone's position).
-func (c *Cluster) DeleteRecords(partitions int) error {
-	if c.kfake == nil {
-		return errors.New("DeleteRecords needs the in-process Kafka")
-	}
-	for p := range partitions {
-		info := c.kfake.PartitionInfo(c.topic, int32(p))
-		if info == nil {
-			return fmt.Errorf("partition %d not found", p)
+// everyone's position). kafka-go has no DeleteRecords, so this admin call goes through franz-go's
+// client, which the project already has for kfake.
+func (c *Cluster) DeleteRecords(ctx context.Context, partitions int) error {
+	if c.kfake != nil {
+		for p := range partitions {
+			info := c.kfake.PartitionInfo(c.topic, int32(p))
+			if info == nil {
+				return fmt.Errorf("partition %d not found", p)
+			}
+			if err := c.kfake.DeleteRecords(c.topic, int32(p), info.HighWatermark); err != nil {
+				return err
+			}
 		}
-		if err := c.kfake.DeleteRecords(c.topic, int32(p), info.HighWatermark); err != nil {
-			return err
+		return nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.env.Brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = c.topic
+	for p := range partitions {
+		rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+		rp.Partition, rp.Offset = int32(p), -1 // -1: up to the high watermark
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10_000
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return fmt.Errorf("delete records: %w", err)
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return fmt.Errorf("delete records %s/%d: %w", t.Topic, p.Partition, err)
+			}
 		}
 	}
 	return nil

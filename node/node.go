@@ -253,6 +253,10 @@ func (n *Node) WaitReady(ctx context.Context) error {
 	}
 }
 
+// Resets returns how many times L1 was flushed after a gap in the event stream it could not
+// repair (offset out of range, topic recreated).
+func (n *Node) Resets() uint64 { return n.sub.Stats().Resets }
+
 // Ready reports whether the node is positioned and serving.
 func (n *Node) Ready() bool { return n.ready.Load() && !n.draining.Load() }
 

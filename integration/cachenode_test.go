@@ -122,14 +122,60 @@ func newCluster(t *testing.T) *cluster {
 		group: testenv.TopicName(t, "l2"), origin: startOrigin(t)}
 }
 
-// nodeProc is a cachenode process.
-type nodeProc struct {
+// proc is a cachewire process started by a test: its gRPC and HTTP addresses, its output, and
+// a channel that receives its exit.
+type proc struct {
 	cmd    *exec.Cmd
 	grpc   string
 	http   string
-	client pb.CacheServiceClient
+	conn   *grpc.ClientConn
 	logs   *syncBuffer
 	exited chan error
+}
+
+// startProc runs binary with args (plus --grpc-addr and --http-addr on free ports), kills it
+// when t ends (printing its log if t failed), and waits until its /readyz answers 200.
+func startProc(t *testing.T, binary string, args ...string) *proc {
+	t.Helper()
+	p := &proc{grpc: freeAddr(t), http: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	p.cmd = exec.Command(filepath.Join(binDir, binary), append(args, "--grpc-addr", p.grpc, "--http-addr", p.http)...)
+	p.cmd.Env = os.Environ()
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("%s %s log:\n%s", binary, p.grpc, p.logs.String())
+		}
+	})
+	var err error
+	if p.conn, err = grpc.NewClient(p.grpc, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.conn.Close() })
+	testenv.WaitFor(t, 60*time.Second, func() string {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			t.Fatalf("%s exited early (%v):\n%s", binary, err, p.logs.String())
+		default:
+		}
+		if code := httpStatus("http://" + p.http + "/readyz"); code != 200 {
+			return fmt.Sprintf("/readyz = %d", code)
+		}
+		return ""
+	})
+	return p
+}
+
+// nodeProc is a cachenode process.
+type nodeProc struct {
+	*proc
+	client pb.CacheServiceClient
 }
 
 type syncBuffer struct {
@@ -161,51 +207,16 @@ func freeAddr(t *testing.T) string {
 
 // startNode runs the cachenode binary and waits until /readyz says it is serving.
 func (c *cluster) startNode(withOrigin bool, extra ...string) *nodeProc {
-	t := c.t
-	t.Helper()
-	p := &nodeProc{grpc: freeAddr(t), http: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	c.t.Helper()
 	args := []string{
 		"--kafka-brokers", c.kafka.Brokers[0], "--topics", c.topic, "--group-id", c.group,
-		"--redis-addrs", c.redis.Addr, "--redis-prefix", c.redis.Prefix,
-		"--grpc-addr", p.grpc, "--http-addr", p.http, "--log-level", "debug",
+		"--redis-addrs", c.redis.Addr, "--redis-prefix", c.redis.Prefix, "--log-level", "debug",
 	}
 	if withOrigin {
 		args = append(args, "--origin-addr", c.origin.addr)
 	}
-	args = append(args, extra...)
-	p.cmd = exec.Command(filepath.Join(binDir, "cachenode"), args...)
-	p.cmd.Env = os.Environ()
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("cachenode %s log:\n%s", p.grpc, p.logs.String())
-		}
-	})
-	conn, err := grpc.NewClient(p.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	p.client = pb.NewCacheServiceClient(conn)
-	testenv.WaitFor(t, 60*time.Second, func() string {
-		select {
-		case err := <-p.exited:
-			p.exited <- err
-			t.Fatalf("cachenode exited early (%v):\n%s", err, p.logs.String())
-		default:
-		}
-		if code := httpStatus("http://" + p.http + "/readyz"); code != 200 {
-			return fmt.Sprintf("/readyz = %d", code)
-		}
-		return ""
-	})
-	return p
+	p := startProc(c.t, "cachenode", append(args, extra...)...)
+	return &nodeProc{proc: p, client: pb.NewCacheServiceClient(p.conn)}
 }
 
 func httpStatus(url string) int {

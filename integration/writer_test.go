@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cachewire/cachewire/internal/testenv"
@@ -22,51 +19,15 @@ import (
 
 // writerProc is a writer process.
 type writerProc struct {
-	cmd    *exec.Cmd
-	grpc   string
-	http   string
+	*proc
 	client pb.WriterServiceClient
-	logs   *syncBuffer
-	exited chan error
 }
 
 func startWriter(t *testing.T, brokers, topic, dbPath string, extra ...string) *writerProc {
 	t.Helper()
-	p := &writerProc{grpc: freeAddr(t), http: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
-	args := append([]string{"--kafka-brokers", brokers, "--topic", topic, "--db-path", dbPath,
-		"--grpc-addr", p.grpc, "--http-addr", p.http, "--writer-id", "crash-test"}, extra...)
-	p.cmd = exec.Command(filepath.Join(binDir, "writer"), args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("writer %s log:\n%s", p.grpc, p.logs.String())
-		}
-	})
-	conn, err := grpc.NewClient(p.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	p.client = pb.NewWriterServiceClient(conn)
-	testenv.WaitFor(t, 60*time.Second, func() string {
-		select {
-		case err := <-p.exited:
-			p.exited <- err
-			t.Fatalf("writer exited early (%v):\n%s", err, p.logs.String())
-		default:
-		}
-		if code := httpStatus("http://" + p.http + "/readyz"); code != 200 {
-			return fmt.Sprintf("/readyz = %d", code)
-		}
-		return ""
-	})
-	return p
+	args := append([]string{"--kafka-brokers", brokers, "--topic", topic, "--db-path", dbPath, "--writer-id", "crash-test"}, extra...)
+	p := startProc(t, "writer", args...)
+	return &writerProc{proc: p, client: pb.NewWriterServiceClient(p.conn)}
 }
 
 // eventLog reads a topic from its beginning and records every (key, version) seen.

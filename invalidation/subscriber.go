@@ -68,6 +68,9 @@ type SubscriberConfig struct {
 	Logger *slog.Logger
 	// Dialer connects to brokers. If nil, a dialer with a 5 s timeout is used.
 	Dialer *kafka.Dialer
+	// OnInvalid, if set, is called for every invalid event skipped (for metrics); it runs on the
+	// partition's goroutine and must be fast.
+	OnInvalid func(topic string, partition int, offset int64, err error)
 	// FromBeginning starts the partitions that exist at Run from their first offset instead of
 	// the log end. For tools and benchmarks that replay a topic; a cache node must not set it.
 	FromBeginning bool
@@ -450,6 +453,9 @@ func (s *Subscriber) reset(tp topicPartition, log *slog.Logger, cause error) {
 
 func (s *Subscriber) bad(ctx context.Context, log *slog.Logger, m kafka.Message, err error) {
 	s.invalid.Add(1)
+	if s.cfg.OnInvalid != nil {
+		s.cfg.OnInvalid(m.Topic, m.Partition, m.Offset, err)
+	}
 	if s.badLog.allow() {
 		log.Warn("skipping invalid event", "offset", m.Offset, "err", err)
 	}

@@ -35,6 +35,10 @@ type Config struct {
 	// InvalidateTopic receives the INVALIDATE events that the Invalidate RPC publishes. If empty,
 	// it defaults to the first of Topics.
 	InvalidateTopic string
+	// DeadLetterTopic, when set, receives the raw bytes of every invalid event, once per event
+	// (from the shared L2 group, not from every node's subscriber). Empty: invalid events are only
+	// counted and logged.
+	DeadLetterTopic string
 	// GroupID is the consumer group shared by every node that applies events to the same Redis.
 	// If empty, it defaults to "cachewire-l2".
 	GroupID string

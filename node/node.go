@@ -90,7 +90,7 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.group, err = invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
 			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits,
-			Logger: n.log, Dialer: dialer,
+			Logger: n.log, Dialer: dialer, DeadLetterTopic: cfg.DeadLetterTopic,
 			Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 				_, _, err := n.l2.ApplyBatch(ctx, events, cfg.Policy)
 				return err
@@ -103,7 +103,8 @@ func New(cfg Config) (*Node, error) {
 	n.sub, err = invalidation.NewSubscriber(invalidation.SubscriberConfig{
 		Brokers: cfg.Brokers, Topics: cfg.Topics, Limits: cfg.Limits, Logger: n.log,
 		MaxWait: cfg.SubscriberMaxWait, Dialer: dialer,
-		Sink: invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
+		OnInvalid: func(string, int, int64, error) { n.m.events.WithLabelValues("invalid").Inc() },
+		Sink:      invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
 	})
 	if err != nil {
 		return nil, err

@@ -551,7 +551,8 @@ func TestTooManyRequestsAreRefused(t *testing.T) {
 func TestBadEventsAreCountedAndSkipped(t *testing.T) {
 	h := newHarness(t)
 	h.origin.put("k", 1, "v1")
-	n := h.start(func(c *Config) { c.Limits = invalidation.Limits{MaxValueBytes: 16} })
+	dlq := h.kafka.CreateTopic(t, "dlq", 1)
+	n := h.start(func(c *Config) { c.Limits = invalidation.Limits{MaxValueBytes: 16}; c.DeadLetterTopic = dlq })
 	get(t, n, "k", 0)
 	ctx := ctxT(t)
 	zero, _ := invalidation.Encode(&invalidation.Event{Key: "k", Op: invalidation.OpDelete})
@@ -576,6 +577,21 @@ func TestBadEventsAreCountedAndSkipped(t *testing.T) {
 	s, err := n.client.Stats(ctx, &pb.StatsRequest{})
 	if err != nil || s.EventsInvalid != 3 {
 		t.Fatalf("Stats = %v, %v; want 3 invalid events", s, err)
+	}
+	if code, body := httpGet(t, "http://"+n.HTTPAddr()+"/metrics"); code != 200 || !strings.Contains(body, `cachewire_events_total{result="invalid"} 3`) {
+		t.Fatalf("/metrics does not count the 3 invalid events")
+	}
+	// The L2 group sends each bad record to the dead-letter topic once.
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	for i := range 3 {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatalf("dead letter %d: %v", i, err)
+		}
+		if i == 0 && string(m.Value) != "not protobuf \xff\xff" {
+			t.Fatalf("first dead letter = %q", m.Value)
+		}
 	}
 }
 

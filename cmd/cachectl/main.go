@@ -242,35 +242,22 @@ func (g *globals) printWrite(key string, w client.Write, verb string) {
 }
 
 func cmdPut(ctx context.Context, g *globals, args []string) int {
-	var noWait bool
-	fs, ok := g.sub("put", args, 2, "KEY VALUE", func(fs *flag.FlagSet) {
-		fs.BoolVar(&noWait, "no-wait", false, "return once committed, without waiting for Kafka's ack")
+	return g.write(ctx, "put", args, 2, "KEY VALUE", "put", func(ctx context.Context, w *client.Writer, a []string, opts []client.WriteOption) (client.Write, error) {
+		return w.Put(ctx, a[0], []byte(a[1]), opts...)
 	})
-	if !ok {
-		return exitUsage
-	}
-	w, err := g.writerClient()
-	if err != nil {
-		return g.fail("writer "+g.writer, err)
-	}
-	defer w.Close()
-	ctx, cancel := g.ctx(ctx)
-	defer cancel()
-	var opts []client.WriteOption
-	if noWait {
-		opts = append(opts, client.NoWait())
-	}
-	res, err := w.Put(ctx, fs.Arg(0), []byte(fs.Arg(1)), opts...)
-	if err != nil {
-		return g.fail("writer "+g.writer, err)
-	}
-	g.printWrite(fs.Arg(0), res, "put")
-	return exitOK
 }
 
 func cmdDel(ctx context.Context, g *globals, args []string) int {
+	return g.write(ctx, "del", args, 1, "KEY", "deleted", func(ctx context.Context, w *client.Writer, a []string, opts []client.WriteOption) (client.Write, error) {
+		return w.Delete(ctx, a[0], opts...)
+	})
+}
+
+// write runs a writer command: parse --no-wait and the arguments, call do, print the result.
+func (g *globals) write(ctx context.Context, name string, args []string, nargs int, argNames, verb string,
+	do func(context.Context, *client.Writer, []string, []client.WriteOption) (client.Write, error)) int {
 	var noWait bool
-	fs, ok := g.sub("del", args, 1, "KEY", func(fs *flag.FlagSet) {
+	fs, ok := g.sub(name, args, nargs, argNames, func(fs *flag.FlagSet) {
 		fs.BoolVar(&noWait, "no-wait", false, "return once committed, without waiting for Kafka's ack")
 	})
 	if !ok {
@@ -287,11 +274,11 @@ func cmdDel(ctx context.Context, g *globals, args []string) int {
 	if noWait {
 		opts = append(opts, client.NoWait())
 	}
-	res, err := w.Delete(ctx, fs.Arg(0), opts...)
+	res, err := do(ctx, w, fs.Args(), opts)
 	if err != nil {
 		return g.fail("writer "+g.writer, err)
 	}
-	g.printWrite(fs.Arg(0), res, "deleted")
+	g.printWrite(fs.Arg(0), res, verb)
 	return exitOK
 }
 

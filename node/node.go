@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/cachewire/cachewire/internal/grpcdrain"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
@@ -302,14 +303,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	defer cancel()
 	var err error
 	if n.grpc != nil {
-		done := make(chan struct{})
-		go func() { n.grpc.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			n.grpc.Stop()
-			<-done
-			err = fmt.Errorf("node: requests still in flight after the shutdown bound: %w", ctx.Err())
+		if err = grpcdrain.GracefulStop(ctx, n.grpc); err != nil {
+			err = fmt.Errorf("node: %w", err)
 		}
 	}
 	if n.http != nil {

@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/cachewire/cachewire/internal/grpcdrain"
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
@@ -483,13 +484,8 @@ func (w *Writer) Shutdown(ctx context.Context) error {
 		w.health.Shutdown()
 	}
 	if w.grpc != nil {
-		done := make(chan struct{})
-		go func() { w.grpc.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			w.grpc.Stop()
-			<-done
+		if err := grpcdrain.GracefulStop(ctx, w.grpc); err != nil {
+			w.log.Warn("shutdown: " + err.Error())
 		}
 	}
 	// Give the relay a chance to drain the outbox.

@@ -1,0 +1,24 @@
+// Package grpcdrain stops a gRPC server gracefully within a bound.
+package grpcdrain
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+)
+
+// GracefulStop lets the requests in flight on s finish, until ctx ends; then it stops s at once
+// and returns an error saying requests were still in flight. It returns once s has stopped.
+func GracefulStop(ctx context.Context, s *grpc.Server) error {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+		return fmt.Errorf("requests still in flight after the shutdown bound: %w", ctx.Err())
+	}
+}

@@ -147,11 +147,23 @@ func (c *Cache) BeginFill() FillToken {
 // Fill stores value at version for key, as read from a slower tier or the origin by a load that
 // began when tok was taken. It reports whether the fill was accepted: it is rejected when the tier
 // has seen a newer version of key, or when it forgot a young version (or was flushed) since tok
-// and knows nothing of key now.
+// and knows nothing of key now. A value too large for the tier is not stored, but its version is
+// kept as a tombstone.
 func (c *Cache) Fill(key string, version uint64, value []byte, tok FillToken) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.c.fill(key, version, value, false, tok)
+}
+
+// Admits reports whether an answer at version, read by a load that began when tok was taken, may
+// still be served as fresh: the tier has seen no newer version of key, and, when it knows nothing
+// of key, it has not forgotten a young version (or been flushed) since tok. It is Fill's rule
+// without the store; the node checks it just before it answers, so that an answer never goes
+// back behind a version the tier learned while the load was running.
+func (c *Cache) Admits(key string, version uint64, tok FillToken) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.admits(key, version, tok)
 }
 
 // FillMissing caches, for NegativeTTL, that the origin has no value for key at version (0 for a
@@ -191,6 +203,15 @@ func (c *Cache) Flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.c.flush()
+}
+
+// Fence returns a counter that grows each time the tier forgets a version younger than
+// TombstoneTTL or is flushed: whoever relies on the tier remembering recent versions (the node,
+// before it trusts a slower tier that may lag) must start over when it changes.
+func (c *Cache) Fence() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.fence
 }
 
 // Len returns the number of values held (tombstones not included).

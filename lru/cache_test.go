@@ -146,6 +146,34 @@ func TestBoundedByEntriesAndBytes(t *testing.T) {
 	if c.Stats().TooLarge != 1 {
 		t.Fatal("TooLarge not counted")
 	}
+	// ... but its version is remembered: an older fill cannot follow it.
+	if c.Fill("huge", 0, []byte("old"), c.BeginFill()) || c.Admits("huge", 0, c.BeginFill()) {
+		t.Fatal("after a too-large fill at version 1, an older fill was accepted")
+	}
+}
+
+// TestAdmits: an answer may be served only while the tier has seen nothing newer for the key and,
+// when it knows nothing of the key, has not flushed or forgotten a young version since the load began.
+func TestAdmits(t *testing.T) {
+	c, _ := newTest(t, Config{})
+	tok := c.BeginFill()
+	if !c.Admits("k", 0, tok) {
+		t.Fatal("an unknown key refused a not-found at version 0")
+	}
+	c.Apply(&invalidation.Event{Key: "k", Version: 5, Op: invalidation.OpDelete}, invalidation.RefreshHeld)
+	if c.Admits("k", 4, tok) {
+		t.Fatal("an answer older than a tombstone the tier holds was admitted")
+	}
+	if !c.Admits("k", 5, tok) || !c.Admits("k", 6, tok) {
+		t.Fatal("an answer at or above the tombstone was refused")
+	}
+	c.Flush()
+	if c.Admits("k", 9, tok) {
+		t.Fatal("an answer read before a flush was admitted for a key the tier no longer knows")
+	}
+	if !c.Admits("k", 1, c.BeginFill()) {
+		t.Fatal("an answer read after the flush was refused")
+	}
 }
 
 func TestTTLExpiresValues(t *testing.T) {

@@ -189,9 +189,15 @@ func (c *core) set(key string, version uint64, value []byte, negative bool, ttl 
 	return true
 }
 
-func (c *core) fill(key string, version uint64, value []byte, negative bool, tok FillToken) bool {
+// admits reports whether an answer at version, read by a load that began at tok, is at least as
+// new as everything the tier knows of key: the version rule, and the fence when it knows nothing.
+func (c *core) admits(key string, version uint64, tok FillToken) bool {
 	st := c.state(key)
-	if !invalidation.AcceptFill(st, version) || (!st.Known && tok.fence != c.fence) {
+	return invalidation.AcceptFill(st, version) && (st.Known || tok.fence == c.fence)
+}
+
+func (c *core) fill(key string, version uint64, value []byte, negative bool, tok FillToken) bool {
+	if !c.admits(key, version, tok) {
 		c.staleFills++
 		return false
 	}
@@ -200,6 +206,9 @@ func (c *core) fill(key string, version uint64, value []byte, negative bool, tok
 		ttl = c.cfg.NegativeTTL
 	}
 	if !c.set(key, version, value, negative, ttl) {
+		// Too large to hold: remember the version, so that an older fill cannot follow it.
+		c.removeValue(key, rInvalidated)
+		c.putTomb(key, tomb{version: version, storedAt: c.now()})
 		return false
 	}
 	c.fills++

@@ -2,10 +2,20 @@ package redistier
 
 import "github.com/redis/go-redis/v9"
 
+// Entries are stored as: version (20 zero-padded digits), kind (V value, N not found, T
+// tombstone), the epoch they were written in (epochLen characters), then the value.
+const (
+	epochLen  = 16
+	headerLen = 20 + 1 + epochLen
+)
+
 // applyScript is the one write path into the tier. It mirrors invalidation.AcceptFill (mode
 // "fill") and invalidation.Decide (mode "event"); TestScriptMatchesGoRules checks that it does.
+// Every write first checks the epoch: a write that began under another epoch than the one Redis
+// holds now (or under any epoch, when Redis lost its epoch key) changes nothing.
 //
 //	KEYS[1] the entry key
+//	KEYS[2] the epoch key (in the entry's hash slot)
 //	ARGV[1] version, 20 zero-padded digits
 //	ARGV[2] mode: "fill" or "event"
 //	ARGV[3] fill: kind to store, V (value) or N (not found); event: R (an UPSERT carrying its
@@ -14,26 +24,48 @@ import "github.com/redis/go-redis/v9"
 //	ARGV[5] value
 //	ARGV[6] TTL in ms of a stored value (V or N)
 //	ARGV[7] TTL in ms of a tombstone
+//	ARGV[8] the epoch the write began under (epochLen characters)
 //
-// It returns 0 when nothing changed (stale fill, duplicate or older event), 1 when it wrote a
-// tombstone, 2 when it stored a value.
+// It returns -1 when the epoch differs, 0 when nothing changed (stale fill, duplicate or older
+// event), 1 when it wrote a tombstone, 2 when it stored a value. An entry of an older epoch still
+// counts for its version: nothing older than it can be written.
 var applyScript = redis.NewScript(`
+local ep = redis.call('GET', KEYS[2])
+if not ep or string.sub(ep, 1, 16) ~= ARGV[8] then return -1 end
 local cur = redis.call('GET', KEYS[1])
 local known, cv, ckind = false, '', ''
-if cur and string.len(cur) >= 21 then
+if cur and string.len(cur) >= 37 then
   known, cv, ckind = true, string.sub(cur, 1, 20), string.sub(cur, 21, 21)
 end
 local v = ARGV[1]
 if ARGV[2] == 'fill' then
   if known and v < cv then return 0 end
-  redis.call('SET', KEYS[1], v .. ARGV[3] .. ARGV[5], 'PX', ARGV[6])
+  redis.call('SET', KEYS[1], v .. ARGV[3] .. ARGV[8] .. ARGV[5], 'PX', ARGV[6])
   return 2
 end
 if known and v <= cv then return 0 end
 if ARGV[3] == 'R' and (ARGV[4] == 'all' or (ARGV[4] == 'held' and known and ckind ~= 'T')) then
-  redis.call('SET', KEYS[1], v .. 'V' .. ARGV[5], 'PX', ARGV[6])
+  redis.call('SET', KEYS[1], v .. 'V' .. ARGV[8] .. ARGV[5], 'PX', ARGV[6])
   return 2
 end
-redis.call('SET', KEYS[1], v .. 'T', 'PX', ARGV[7])
+redis.call('SET', KEYS[1], v .. 'T' .. ARGV[8], 'PX', ARGV[7])
 return 1
+`)
+
+// epochScript returns the epoch Redis holds, starting one when it holds none (a new Redis, or
+// one that lost its data). With ARGV[3] = "stamp", it also starts a new epoch when the one held
+// was not started by this server process: the value records the run_id of the server that
+// started it, so a restart that reloaded a snapshot, or a replica promoted after a failover,
+// begins a new epoch even though the old epoch key came back with the data.
+//
+//	KEYS[1] the epoch key
+//	ARGV[1] a new epoch (epochLen characters), used if one is started
+//	ARGV[2] the run_id of the server, as read on this connection ("" when unknown)
+//	ARGV[3] "stamp" or "get"
+var epochScript = redis.NewScript(`
+local e = redis.call('GET', KEYS[1])
+if e and (ARGV[3] ~= 'stamp' or ARGV[2] == '' or string.sub(e, 18) == ARGV[2]) then return e end
+local n = ARGV[1] .. ':' .. ARGV[2]
+redis.call('SET', KEYS[1], n)
+return n
 `)

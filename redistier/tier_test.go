@@ -37,14 +37,14 @@ func TestStaleFillRace(t *testing.T) {
 	if _, err := tier.Apply(ctx, &invalidation.Event{Key: "k", Version: 2, Op: invalidation.OpInvalidate}, invalidation.RefreshHeld); err != nil {
 		t.Fatal(err)
 	}
-	ok, err := tier.Fill(ctx, "k", 1, []byte("old"))
+	ok, err := tier.Fill(ctx, tier.BeginFill(ctx, "k"), "k", 1, []byte("old"))
 	if err != nil || ok {
 		t.Fatalf("fill of version 1 after invalidation to 2: accepted=%v err=%v, want rejected", ok, err)
 	}
 	if _, found, _ := tier.Get(ctx, "k"); found {
 		t.Fatal("stale value visible")
 	}
-	ok, err = tier.Fill(ctx, "k", 2, []byte("new"))
+	ok, err = tier.Fill(ctx, tier.BeginFill(ctx, "k"), "k", 2, []byte("new"))
 	if err != nil || !ok {
 		t.Fatalf("fill of version 2: accepted=%v err=%v", ok, err)
 	}
@@ -69,8 +69,8 @@ func TestScriptMatchesGoRules(t *testing.T) {
 	}
 	starts := []start{
 		{"empty", func(string) error { return nil }, invalidation.State{}},
-		{"value@5", func(k string) error { _, err := tier.Fill(ctx, k, 5, []byte("v5")); return err }, invalidation.State{Known: true, Version: 5}},
-		{"missing@5", func(k string) error { _, err := tier.FillMissing(ctx, k, 5); return err }, invalidation.State{Known: true, Version: 5}},
+		{"value@5", func(k string) error { _, err := tier.Fill(ctx, tier.BeginFill(ctx, k), k, 5, []byte("v5")); return err }, invalidation.State{Known: true, Version: 5}},
+		{"missing@5", func(k string) error { _, err := tier.FillMissing(ctx, tier.BeginFill(ctx, k), k, 5); return err }, invalidation.State{Known: true, Version: 5}},
 		{"tombstone@5", func(k string) error {
 			_, err := tier.Apply(ctx, &invalidation.Event{Key: k, Version: 5, Op: invalidation.OpDelete}, invalidation.EvictOnly)
 			return err
@@ -126,7 +126,7 @@ func TestScriptMatchesGoRules(t *testing.T) {
 			if err := s.setup(key); err != nil {
 				t.Fatal(err)
 			}
-			got, err := tier.Fill(ctx, key, v, []byte("f"))
+			got, err := tier.Fill(ctx, tier.BeginFill(ctx, key), key, v, []byte("f"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,8 +146,8 @@ func TestTTLsAndPrefix(t *testing.T) {
 	defer tier.Close()
 	ctx := ctxT(t)
 	c := r.Client(t)
-	tier.Fill(ctx, "v", 1, []byte("x"))
-	tier.FillMissing(ctx, "n", 1)
+	tier.Fill(ctx, tier.BeginFill(ctx, "v"), "v", 1, []byte("x"))
+	tier.FillMissing(ctx, tier.BeginFill(ctx, "n"), "n", 1)
 	tier.Apply(ctx, &invalidation.Event{Key: "t", Version: 1, Op: invalidation.OpDelete}, invalidation.RefreshHeld)
 	for key, want := range map[string]time.Duration{"v": time.Hour, "n": 5 * time.Second, "t": time.Minute} {
 		ttl, err := c.PTTL(ctx, r.Key(key)).Result()
@@ -198,7 +198,7 @@ func TestUnavailableFailsFast(t *testing.T) {
 	if _, _, err := tier.Get(ctx, "k"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Get with Redis down: %v, want ErrUnavailable", err)
 	}
-	if _, err := tier.Fill(ctx, "k", 1, nil); !errors.Is(err, ErrUnavailable) {
+	if _, err := tier.Fill(ctx, tier.BeginFill(ctx, "k"), "k", 1, nil); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Fill while backing off: %v, want ErrUnavailable", err)
 	}
 	if _, _, err := tier.ApplyBatch(ctx, []invalidation.Event{{Key: "k", Version: 1, Op: invalidation.OpDelete}}, invalidation.RefreshHeld); !errors.Is(err, ErrUnavailable) {
@@ -226,14 +226,14 @@ func TestRecoversAfterRestart(t *testing.T) {
 	defer tier.Close()
 	ctx := ctxT(t)
 	r.Mini.Close()
-	if _, err := tier.Fill(ctx, "k", 1, []byte("v")); !errors.Is(err, ErrUnavailable) {
+	if _, err := tier.Fill(ctx, tier.BeginFill(ctx, "k"), "k", 1, []byte("v")); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Fill with Redis down: %v", err)
 	}
 	if err := r.Mini.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 10*time.Second, func() string {
-		if ok, err := tier.Fill(ctx, "k", 1, []byte("v")); err != nil || !ok {
+		if ok, err := tier.Fill(ctx, tier.BeginFill(ctx, "k"), "k", 1, []byte("v")); err != nil || !ok {
 			return fmt.Sprintf("tier did not recover: accepted=%v err=%v", ok, err)
 		}
 		return ""

@@ -115,12 +115,34 @@ func (n *Node) resetL2(topic string, partition int) {
 	n.l2mu.Unlock()
 }
 
+// newL2Epoch is called when Redis is in a new epoch (it lost what it held, or is another server
+// process now). Entries of the old epoch are no longer served by the tier; as after an L1 reset,
+// L2 is not used for any partition until the group has applied everything up to L1's position.
+func (n *Node) newL2Epoch() {
+	n.m.l2Epochs.Inc()
+	n.l2mu.Lock()
+	for id := range n.l2parts {
+		n.l2parts[id] = l2Part{need: needNext}
+	}
+	n.l2mu.Unlock()
+}
+
 // l2Fresh reports whether L2 may serve key: for every partition that can hold it, the group has
-// caught up with L1 within MaxStaleness.
+// caught up with L1 within MaxStaleness. L1's memory of recent versions is what keeps a lagging
+// L2 from sending a reader back in time, so when L1 forgets a young version (its tombstones
+// overflow) or is flushed, L2 is not used until the group has caught up with L1's position then.
 func (n *Node) l2Fresh(key string) bool {
 	now := time.Now()
+	fence := n.l1.Fence()
 	n.l2mu.Lock()
 	defer n.l2mu.Unlock()
+	if fence != n.l2fence {
+		n.l2fence = fence
+		for id := range n.l2parts {
+			n.l2parts[id] = l2Part{need: needNext}
+		}
+		return false
+	}
 	for _, topic := range n.cfg.Topics {
 		parts := n.sub.NumPartitions(topic)
 		if parts == 0 {

@@ -22,6 +22,8 @@ type metrics struct {
 	requests     *prometheus.CounterVec // method, code
 	latency      *prometheus.HistogramVec
 	rejected     prometheus.Counter
+	retries      prometheus.Counter
+	l2Epochs     prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -59,8 +61,14 @@ func newMetrics(n *Node) *metrics {
 	m.rejected = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cachewire_requests_rejected_total", Help: "Requests refused with ResourceExhausted because max_in_flight was reached.",
 	})
+	m.retries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cachewire_read_retries_total", Help: "Reads that loaded again because the node learned a newer version of the key (or flushed) while their load ran.",
+	})
+	m.l2Epochs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cachewire_l2_epochs_total", Help: "New L2 epochs seen: Redis lost what it held (restart, flush) or is another server process (failover).",
+	})
 	for _, c := range []prometheus.Collector{m.tierReads, m.loads, m.staleFills, m.events, m.resets, m.applyLatency,
-		m.staleReads, m.requests, m.latency, m.rejected} {
+		m.staleReads, m.requests, m.latency, m.rejected, m.retries, m.l2Epochs} {
 		f(c)
 	}
 	f(collectors.NewGoCollector())

@@ -38,7 +38,7 @@ type Node struct {
 	log *slog.Logger
 
 	l1    *lru.Cache
-	l2    *redistier.Tier // nil without Redis
+	l2    l2Tier // nil without Redis
 	sub   *invalidation.Subscriber
 	group *invalidation.GroupApplier // nil without Redis
 	pub   *invalidation.Publisher
@@ -67,6 +67,23 @@ type Node struct {
 
 	l2mu    sync.Mutex
 	l2parts map[tp]l2Part
+	l2fence uint64 // L1's fence when l2parts was last reset for it
+
+	// The read path's view of freshness; tests replace them.
+	freshAt   func(key string) time.Time // when key's partitions were last caught up (n.freshAsOf)
+	l2Trusted func(key string) bool      // whether L2 may serve key (n.l2Fresh)
+}
+
+// l2Tier is what the node needs of the Redis tier (*redistier.Tier).
+type l2Tier interface {
+	Get(ctx context.Context, key string) (redistier.Entry, bool, error)
+	BeginFill(ctx context.Context, key string) redistier.FillToken
+	Fill(ctx context.Context, tok redistier.FillToken, key string, version uint64, value []byte) (bool, error)
+	FillMissing(ctx context.Context, tok redistier.FillToken, key string, version uint64) (bool, error)
+	Apply(ctx context.Context, e *invalidation.Event, p invalidation.Policy) (invalidation.Action, error)
+	ApplyBatch(ctx context.Context, events []invalidation.Event, p invalidation.Policy) (applied, ignored int, err error)
+	Stats() redistier.Stats
+	Close() error
 }
 
 // New builds a node from cfg. It does no I/O: Start connects and listens.
@@ -76,6 +93,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.freshAt, n.l2Trusted = n.freshAsOf, n.l2Fresh
 	n.flight = newFlight(n.ctx, &n.wg)
 	var err error
 	if n.l1, err = lru.New(cfg.L1); err != nil {
@@ -86,9 +104,22 @@ func New(cfg Config) (*Node, error) {
 		dialer = &kafka.Dialer{Timeout: 5 * time.Second, DialFunc: cfg.KafkaDial}
 	}
 	if cfg.hasL2() {
-		if n.l2, err = redistier.New(cfg.L2); err != nil {
+		l2cfg := cfg.L2
+		user := l2cfg.OnNewEpoch
+		l2cfg.OnNewEpoch = func() {
+			n.newL2Epoch()
+			if user != nil {
+				user()
+			}
+		}
+		if l2cfg.Logger == nil {
+			l2cfg.Logger = n.log
+		}
+		tier, err := redistier.New(l2cfg)
+		if err != nil {
 			return nil, err
 		}
+		n.l2 = tier
 		n.group, err = invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
 			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits,
 			Logger: n.log, Dialer: dialer, DeadLetterTopic: cfg.DeadLetterTopic,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+	"github.com/cachewire/cachewire/redistier"
 )
 
 // service implements CacheService on a Node.
@@ -97,7 +98,11 @@ func (s *service) Set(ctx context.Context, req *pb.SetRequest) (*pb.SetResponse,
 	if value == nil {
 		value = []byte{}
 	}
-	ok := n.fill(ctx, req.GetKey(), req.GetVersion(), value, n.l1.BeginFill())
+	var l2tok redistier.FillToken
+	if n.l2 != nil {
+		l2tok = n.l2.BeginFill(ctx, req.GetKey())
+	}
+	ok := n.fill(ctx, req.GetKey(), req.GetVersion(), value, n.l1.BeginFill(), l2tok)
 	return &pb.SetResponse{Accepted: ok}, nil
 }
 
@@ -165,7 +170,7 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, errInvalidArgument):
 		return status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), errInvalidArgument.Error()+": "))
-	case errors.Is(err, errNotReady), errors.Is(err, errOriginUnavailable), errors.Is(err, errOriginBehind):
+	case errors.Is(err, errNotReady), errors.Is(err, errOriginUnavailable), errors.Is(err, errOriginBehind), errors.Is(err, errChanging):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())

@@ -1,0 +1,249 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/cachewire/cachewire/invalidation"
+	"github.com/cachewire/cachewire/lru"
+)
+
+// TestReadPathModel runs random schedules of writes, event deliveries (to L1 and, separately and
+// later, to L2), origin loads returning in any order, reads with and without min_version, L1
+// resets, L1 forgetting young tombstones, Redis losing everything, and Redis failing over to a
+// replica that missed writes. Every answer is checked against a model of the invariants:
+//
+//   - read-your-writes (7): a read with min_version gets a version at least that (found or not);
+//   - monotonic reads per node (10): an answer not marked stale is never older than an answer
+//     the node gave before the read began, nor than an event it applied before the read began.
+//
+// The node's L2 gating is modelled as the node does it: after an L1 reset, a Redis epoch change,
+// or L1 forgetting a young version, L2 is not used until the group has applied everything L1 had.
+//
+// CACHEWIRE_MODEL_SEED replays one schedule; CACHEWIRE_MODEL_SCHEDULES sets how many run.
+func TestReadPathModel(t *testing.T) {
+	schedules := 3000
+	if testing.Short() {
+		schedules = 300
+	}
+	if s := os.Getenv("CACHEWIRE_MODEL_SCHEDULES"); s != "" {
+		schedules, _ = strconv.Atoi(s)
+	}
+	seeds := make([]uint64, schedules)
+	base := uint64(time.Now().UnixNano())
+	for i := range seeds {
+		seeds[i] = base + uint64(i)
+	}
+	if s := os.Getenv("CACHEWIRE_MODEL_SEED"); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("CACHEWIRE_MODEL_SEED: %v", err)
+		}
+		seeds = []uint64{seed}
+	}
+	stats := map[string]int{}
+	for _, seed := range seeds {
+		var failure string
+		synctest.Test(t, func(t *testing.T) {
+			failure = runSchedule(t, seed, stats)
+		})
+		if failure != "" {
+			t.Fatalf("schedule with seed %d broke an invariant (replay: CACHEWIRE_MODEL_SEED=%d go test -race -run TestReadPathModel ./node/):\n%s",
+				seed, seed, failure)
+		}
+	}
+	t.Logf("%d schedules: %v", len(seeds), stats)
+	if len(seeds) > 100 && (stats["served from ORIGIN"] == 0 || stats["served from L2"] == 0 || stats["origin-behind"] == 0 || stats["origin-behind while it was not"] != 0 || stats["shared loads"] == 0) {
+		t.Fatalf("the schedules did not exercise the read path as intended: %v", stats)
+	}
+}
+
+type modelGet struct {
+	key        string
+	minVersion uint64
+	floor      uint64 // the highest version served or applied before the read began
+	// satisfiable: the origin held min_version or newer when the read began.
+	satisfiable bool
+	ch          chan result
+	step        int
+}
+
+func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	l1cfg := lru.Config{MaxEntries: 1 + rng.IntN(3), MaxTombstones: 1 + rng.IntN(3), TTLJitter: -1}
+	b := newBareNode(t, l1cfg)
+	b.origin.readAtRelease = rng.IntN(2) == 0
+	policy := []invalidation.Policy{invalidation.RefreshHeld, invalidation.RefreshAll, invalidation.EvictOnly}[rng.IntN(3)]
+	b.cfg.Policy = policy
+
+	keys := []string{"a", "b", "c"}[:1+rng.IntN(3)]
+	var (
+		log      []invalidation.Event
+		l1Pos    int // events applied to L1
+		l2Pos    int // events applied to L2 by the group
+		need     = 0 // L2 is used only once l2Pos >= need
+		fence    = b.l1.Fence()
+		version  uint64
+		served   = map[string]uint64{} // highest version answered (not stale) or applied
+		gets     []*modelGet
+		trace    []string
+		failures []string
+	)
+	var mu sync.Mutex // the node's goroutines read the gating state
+	b.trusted = func(string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if f := b.l1.Fence(); f != fence { // L1 forgot a young version or was flushed
+			fence, need = f, l1Pos
+			return false
+		}
+		return l2Pos >= need
+	}
+	b.l2.onEpoch = func() { mu.Lock(); need = l1Pos; mu.Unlock() }
+	note := func(format string, args ...any) { trace = append(trace, fmt.Sprintf(format, args...)) }
+
+	settle := func(step int) {
+		synctest.Wait()
+		rest := gets[:0]
+		for _, g := range gets {
+			select {
+			case r := <-g.ch:
+				note("step %d: get(%s, min %d) started at step %d -> %v", step, g.key, g.minVersion, g.step, r)
+				if r.err != nil {
+					if errors.Is(r.err, errOriginBehind) {
+						if g.satisfiable {
+							stats["origin-behind while it was not"]++
+							failures = append(failures, fmt.Sprintf("get(%s, min %d): %v, but the origin was at least that new when the read began", g.key, g.minVersion, r.err))
+						}
+						stats["origin-behind"]++
+						continue
+					} else if !errors.Is(r.err, errChanging) {
+						failures = append(failures, fmt.Sprintf("get(%s, min %d): unexpected error %v", g.key, g.minVersion, r.err))
+					}
+					stats["errors"]++
+					continue
+				}
+				stats["served from "+strings.TrimPrefix(r.r.tier.String(), "TIER_")]++
+				if r.r.version < g.minVersion {
+					failures = append(failures, fmt.Sprintf("read-your-writes: get(%s, min %d) -> %v", g.key, g.minVersion, r))
+				}
+				if !r.r.stale && r.r.version < g.floor {
+					failures = append(failures, fmt.Sprintf("monotonic: get(%s) started at step %d -> %v, but the node had served or applied version %d before", g.key, g.step, r, g.floor))
+				}
+				if !r.r.stale {
+					served[g.key] = max(served[g.key], r.r.version)
+				}
+			default:
+				rest = append(rest, g)
+			}
+		}
+		gets = rest
+	}
+
+	steps := 20 + rng.IntN(40)
+	for step := 0; step < steps; step++ {
+		key := keys[rng.IntN(len(keys))]
+		switch x := rng.IntN(100); {
+		case x < 15: // a write: the origin changes, its event goes to the log
+			version++
+			e := invalidation.Event{Key: key, Version: version, Op: invalidation.OpUpsert}
+			switch rng.IntN(4) {
+			case 0:
+				e.Op = invalidation.OpDelete
+				b.origin.del(key, version)
+			case 1:
+				b.origin.put(key, version, "v"+strconv.FormatUint(version, 10))
+			default:
+				b.origin.put(key, version, "v"+strconv.FormatUint(version, 10))
+				e.Value, e.HasValue = []byte("v"+strconv.FormatUint(version, 10)), true
+			}
+			log = append(log, e)
+			note("step %d: write %s@%d (%s)", step, key, version, e.Op)
+		case x < 32: // the subscriber applies the next event to L1
+			if l1Pos < len(log) {
+				e := log[l1Pos]
+				mu.Lock()
+				l1Pos++
+				mu.Unlock()
+				b.applyL1(e)
+				served[e.Key] = max(served[e.Key], e.Version)
+				note("step %d: L1 applies %s@%d", step, e.Key, e.Version)
+			}
+		case x < 44: // the group applies the next event to L2
+			if l2Pos < len(log) {
+				e := log[l2Pos]
+				mu.Lock()
+				l2Pos++
+				mu.Unlock()
+				b.l2.Apply(nil, &e, policy)
+				note("step %d: L2 applies %s@%d", step, e.Key, e.Version)
+			}
+		case x < 70: // a read: plain, or with the version last written (read-your-writes)
+			var minV uint64
+			cur := b.origin.state(key).Version
+			switch rng.IntN(10) {
+			case 0, 1, 2, 3:
+				minV = cur
+			case 4: // ahead of the origin: a lagging origin replica, or a caller's mistake
+				minV = cur + 1 + uint64(rng.IntN(2))
+			}
+			g := &modelGet{key: key, minVersion: minV, floor: served[key], step: step, satisfiable: minV <= cur}
+			g.ch = b.startGet(key, minV)
+			gets = append(gets, g)
+			note("step %d: get(%s, min %d) begins (floor %d)", step, key, minV, g.floor)
+		case x < 92: // one held origin load returns
+			if n := b.origin.numPending(); n > 0 {
+				b.origin.releaseAt(rng.IntN(n))
+				note("step %d: a load returns", step)
+			}
+		case x < 95: // a gap in the event stream: L1 flushed, resumes at the log end
+			b.l1.Flush()
+			mu.Lock()
+			l1Pos = len(log)
+			mu.Unlock()
+			note("step %d: L1 reset", step)
+		case x < 97: // Redis restarts empty (or FLUSHALL)
+			b.l2.wipe()
+			note("step %d: Redis wiped", step)
+		default: // failover to a replica that missed the newest writes: some keys roll back
+			rollback := map[string]memEntry{}
+			for k, e := range b.l2.entries {
+				if e.version > 1 && rng.IntN(2) == 0 {
+					rollback[k] = memEntry{version: e.version - 1, kind: 'V', value: []byte("rolled back"), epoch: b.l2.epoch}
+				}
+			}
+			b.l2.failover(rollback)
+			note("step %d: Redis failed over (%d keys rolled back)", step, len(rollback))
+		}
+		settle(step)
+		if len(failures) > 0 {
+			break
+		}
+	}
+	// Drain: deliver everything and let every load return.
+	for i := 0; len(gets) > 0 && i < 1000; i++ {
+		if b.origin.numPending() > 0 {
+			b.origin.releaseAt(0)
+		}
+		settle(steps + i)
+	}
+	if len(gets) > 0 {
+		failures = append(failures, fmt.Sprintf("%d reads never finished", len(gets)))
+	}
+	if calls := b.origin.numCalls(); calls > 0 {
+		stats["loads"] += calls
+	}
+	stats["shared loads"] += int(b.flight.joined.Load())
+	if len(failures) == 0 {
+		return ""
+	}
+	return strings.Join(failures, "\n") + "\nschedule:\n  " + strings.Join(trace, "\n  ")
+}

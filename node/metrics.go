@@ -71,6 +71,9 @@ func newMetrics(n *Node) *metrics {
 		m.staleReads, m.requests, m.latency, m.rejected, m.retries, m.l2Epochs} {
 		f(c)
 	}
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "cachewire_shared_loads_total", Help: "Reads that joined a load of their key that another read had started.",
+	}, func() float64 { return float64(n.flight.joined.Load()) }))
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f(&stateCollector{n: n})

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/cachewire/cachewire/client"
 )
 
 // Final is what the tiers hold for a key once the workload is quiet.
@@ -39,6 +41,10 @@ type Result struct {
 	LostWrites []string
 	// NotConverged: once quiet, a node or Redis holds something other than the latest version.
 	NotConverged []string
+	// OriginGets counts the Gets the origin answered (tier ORIGIN), and OriginLoads the loads the
+	// nodes made during the workload (set by Run; Check alone leaves it 0). Fewer loads than
+	// origin answers means concurrent misses shared loads.
+	OriginGets, OriginLoads int
 	// Errors samples the errors of failed operations (at most 10).
 	Errors []string
 	// Staleness is, per acked write and node, the time from the ack until the first Get through
@@ -56,10 +62,11 @@ func (r *Result) OK() bool {
 // Summary is a one-line description of r.
 func (r *Result) Summary() string {
 	return fmt.Sprintf("%d ops (%d puts, %d gets, %d failed), %d faults: %d min_version violations, %d stale reads "+
-		"(%d flagged stale), %d non-monotonic (session %d, node %d), %d lost writes, %d not converged, max staleness %v",
+		"(%d flagged stale), %d non-monotonic (session %d, node %d), %d lost writes, %d not converged, max staleness %v, "+
+		"%d gets answered by the origin from %d origin loads",
 		r.Ops, r.Puts, r.Gets, r.Failed, r.Faults, len(r.MinVersionViolations), len(r.StaleReads), r.FlaggedStale,
 		len(r.NonMonotonicSession)+len(r.NonMonotonicNode), len(r.NonMonotonicSession), len(r.NonMonotonicNode),
-		len(r.LostWrites), len(r.NotConverged), r.MaxStaleness)
+		len(r.LostWrites), len(r.NotConverged), r.MaxStaleness, r.OriginGets, r.OriginLoads)
 }
 
 // Check analyses a history. bound is the staleness a node may show while healthy (its
@@ -100,6 +107,9 @@ func Check(ops []Op, faults []Fault, bound time.Duration, finals []Final) *Resul
 	for _, g := range gets {
 		if g.Stale {
 			r.FlaggedStale++
+		}
+		if g.Tier == string(client.TierOrigin) {
+			r.OriginGets++
 		}
 		if g.MinVersion > 0 && g.Version < g.MinVersion {
 			r.MinVersionViolations = append(r.MinVersionViolations, fmt.Sprintf(
@@ -197,7 +207,9 @@ func Check(ops []Op, faults []Fault, bound time.Duration, finals []Final) *Resul
 }
 
 // monotonic finds, per group (session or node) and key, a read that returned an older version
-// than a read that completed before it began.
+// than a read that completed before it began. Reads marked stale=true are left out on both sides:
+// such an answer may go back (invariant 10), and the node vouches for nothing a later read would
+// have to keep up with.
 func monotonic(gets []Op, group func(Op) string) []string {
 	type gk struct{ g, k string }
 	last := map[gk]Op{}
@@ -206,6 +218,9 @@ func monotonic(gets []Op, group func(Op) string) []string {
 	// before it was invoked.
 	pending := map[gk][]Op{}
 	for _, g := range gets {
+		if g.Stale {
+			continue
+		}
 		id := gk{group(g), g.Key}
 		// Fold in earlier reads of this group and key that completed before g began.
 		rest := pending[id][:0]

@@ -18,6 +18,12 @@ func get(session, node int, key string, v, minV uint64, invoke, complete int) Op
 		Invoke: at(invoke), Complete: at(complete)}
 }
 
+// stale marks a read as answered stale=true.
+func stale(g Op) Op {
+	g.Stale = true
+	return g
+}
+
 func converged(key string, v uint64, nodes int) Final {
 	f := Final{Key: key, Redis: v, RedisValue: true}
 	for range nodes {
@@ -67,6 +73,27 @@ func TestCheckerFindsEachKindOfViolation(t *testing.T) {
 		{"node went back in time",
 			[]Op{put("k", 2, 0, 1), get(-1, 0, "k", 2, 0, 10, 11), get(-1, 0, "k", 1, 0, 20, 21)}, nil, []Final{converged("k", 2, 1)},
 			func(r *Result) int { return len(r.NonMonotonicNode) }, true},
+		{"a node's stale answer may go back",
+			[]Op{put("k", 2, 0, 1), get(-1, 0, "k", 2, 0, 10, 11), stale(get(-1, 0, "k", 1, 0, 20, 21))}, nil, []Final{converged("k", 2, 1)},
+			func(r *Result) int { return len(r.NonMonotonicNode) }, false},
+		{"a node's stale answer is no floor for later reads",
+			[]Op{put("k", 2, 0, 1), stale(get(-1, 0, "k", 2, 0, 10, 11)), get(-1, 0, "k", 1, 0, 20, 21), get(-1, 0, "k", 2, 0, 30, 31)},
+			nil, []Final{converged("k", 2, 1)},
+			func(r *Result) int { return len(r.NonMonotonicNode) }, false},
+		{"a stale answer in between does not hide a node going back",
+			[]Op{put("k", 2, 0, 1), get(-1, 0, "k", 2, 0, 10, 11), stale(get(-1, 0, "k", 1, 0, 20, 21)), get(-1, 0, "k", 1, 0, 30, 31)},
+			nil, []Final{converged("k", 2, 1)},
+			func(r *Result) int { return len(r.NonMonotonicNode) }, true},
+		{"a session's stale answer may go back",
+			[]Op{put("k", 1, 0, 1), put("k", 2, 2, 3), get(0, 0, "k", 2, 1, 10, 11), stale(get(0, 1, "k", 1, 1, 20, 21))}, nil, []Final{converged("k", 2, 2)},
+			func(r *Result) int { return len(r.NonMonotonicSession) + len(r.NonMonotonicNode) }, false},
+		{"a session's stale answer is no floor for later reads",
+			[]Op{put("k", 1, 0, 1), put("k", 2, 2, 3), stale(get(0, 0, "k", 2, 1, 10, 11)), get(0, 1, "k", 1, 1, 20, 21)}, nil, []Final{converged("k", 2, 2)},
+			func(r *Result) int { return len(r.NonMonotonicSession) + len(r.NonMonotonicNode) }, false},
+		{"a stale answer in between does not hide a session going back",
+			[]Op{put("k", 1, 0, 1), put("k", 2, 2, 3), get(0, 0, "k", 2, 1, 10, 11), stale(get(0, 1, "k", 1, 1, 20, 21)), get(0, 2, "k", 1, 1, 30, 31)},
+			nil, []Final{converged("k", 2, 3)},
+			func(r *Result) int { return len(r.NonMonotonicSession) }, true},
 		{"acked write never visible",
 			[]Op{put("k", 1, 0, 10), put("k", 2, 20, 30), get(-1, 0, "k", 1, 0, 40, 41)}, nil, []Final{converged("k", 1, 1)},
 			func(r *Result) int { return len(r.LostWrites) }, true},
@@ -86,7 +113,19 @@ func TestCheckerFindsEachKindOfViolation(t *testing.T) {
 			if got := tt.count(r) > 0; got != tt.wantBad {
 				t.Fatalf("violation found = %v, want %v: %s", got, tt.wantBad, r.Summary())
 			}
+			if tt.wantBad && r.OK() {
+				t.Fatalf("violation found but OK() is true: %s", r.Summary())
+			}
 		})
+	}
+}
+
+func TestOriginGets(t *testing.T) {
+	origin := get(-1, 0, "k", 1, 0, 20, 21)
+	origin.Tier = "ORIGIN"
+	r := Check([]Op{put("k", 1, 0, 10), origin, get(-1, 0, "k", 1, 0, 30, 31)}, nil, time.Second, nil)
+	if r.OriginGets != 1 {
+		t.Fatalf("OriginGets = %d, want 1", r.OriginGets)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -67,10 +68,16 @@ type Cluster struct {
 	rdb   *redis.Client
 	tier  *redistier.Tier
 
+	originLoads atomic.Int64
+	originDelay atomic.Int64 // the bound of each load's random delay, in nanoseconds
+	delayMu     sync.Mutex
+	delayRand   *rand.Rand
+
 	mu          sync.Mutex
 	writer      *writer.Writer
 	writerAddr  string
 	nodes       []*node.Node
+	loaders     []*node.WriterLoader // the nodes' connections to the origin
 	nodeAddrs   []string
 	cutters     []*cutter
 	caches      []*client.Cache
@@ -84,6 +91,11 @@ type ClusterConfig struct {
 	Partitions   int
 	MaxStaleness time.Duration
 	Logger       *slog.Logger
+	// OriginDelay slows the origin: each load the nodes make waits a random time up to it first
+	// (a slow database behind the writer). If zero, loads are not delayed.
+	OriginDelay time.Duration
+	// Seed seeds the origin's delays. If zero, one is taken from the clock.
+	Seed uint64
 }
 
 // StartCluster starts the cluster and waits until every node serves.
@@ -94,6 +106,11 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 	id := strconv.FormatInt(time.Now().UnixNano(), 36)
 	c = &Cluster{env: env, log: cfg.Logger, topic: "cwcheck-" + id, group: "cwcheck-l2-" + id, prefix: "cwcheck:" + id + ":",
 		maxStaleness: cfg.MaxStaleness}
+	if cfg.Seed == 0 {
+		cfg.Seed = clockSeed()
+	}
+	c.delayRand = rand.New(rand.NewPCG(cfg.Seed, 0x0de1a7))
+	c.SetOriginDelay(cfg.OriginDelay)
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -133,6 +150,7 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 		c.nodeAddrs = append(c.nodeAddrs, freeAddr())
 		c.cutters = append(c.cutters, &cutter{conns: map[net.Conn]bool{}})
 		c.nodes = append(c.nodes, nil)
+		c.loaders = append(c.loaders, nil)
 		cc, err := client.NewCache(c.nodeAddrs[len(c.nodeAddrs)-1], client.WithTimeout(5*time.Second), client.WithRetries(4, 100*time.Millisecond))
 		if err != nil {
 			return c, err
@@ -182,7 +200,7 @@ func (c *Cluster) startNode(ctx context.Context, i int) error {
 		NodeID: fmt.Sprintf("check-node-%d", i), GRPCAddr: c.nodeAddrs[i], HTTPAddr: "-",
 		Brokers: c.env.Brokers, Topics: []string{c.topic}, GroupID: c.group,
 		L2:     redistier.Config{Addrs: []string{c.env.RedisAddr}, KeyPrefix: c.prefix, Backoff: 200 * time.Millisecond},
-		Loader: loader, LoaderTimeout: 2 * time.Second, MaxStaleness: c.maxStaleness, SubscriberMaxWait: 100 * time.Millisecond,
+		Loader: slowOrigin{loader, c}, LoaderTimeout: 2 * time.Second, MaxStaleness: c.maxStaleness, SubscriberMaxWait: 100 * time.Millisecond,
 		KafkaDial: c.cutters[i].dial, Logger: c.log.With("component", fmt.Sprintf("node-%d", i)),
 	})
 	if err != nil {
@@ -193,15 +211,13 @@ func (c *Cluster) startNode(ctx context.Context, i int) error {
 		loader.Close()
 		return err
 	}
+	// From here KillNode and Close stop the node and close its loader (the node does not).
+	c.mu.Lock()
+	c.nodes[i], c.loaders[i] = n, loader
+	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.nodes[i] = n
-	c.mu.Unlock()
-	return nil
+	return n.WaitReady(ctx)
 }
 
 // Writer returns a client of the writer; Caches clients of the nodes (stable across restarts).
@@ -213,12 +229,53 @@ func (c *Cluster) Caches() []*client.Cache { return c.caches }
 // KillNode stops node i at once (as a crash: no drain; its L1 is gone).
 func (c *Cluster) KillNode(i int) {
 	c.mu.Lock()
-	n := c.nodes[i]
-	c.nodes[i] = nil
+	n, l := c.nodes[i], c.loaders[i]
+	c.nodes[i], c.loaders[i] = nil, nil
 	c.mu.Unlock()
 	if n != nil {
 		n.Close()
 	}
+	if l != nil {
+		l.Close()
+	}
+}
+
+// SetOriginDelay sets the bound of the random delay before each origin load (0: none).
+func (c *Cluster) SetOriginDelay(d time.Duration) { c.originDelay.Store(int64(d)) }
+
+// OriginLoads returns how many loads the nodes made from the origin (across restarts).
+func (c *Cluster) OriginLoads() int64 { return c.originLoads.Load() }
+
+// originWait returns a random delay up to the origin delay.
+func (c *Cluster) originWait() time.Duration {
+	bound := c.originDelay.Load()
+	if bound <= 0 {
+		return 0
+	}
+	c.delayMu.Lock()
+	defer c.delayMu.Unlock()
+	return time.Duration(c.delayRand.Int64N(bound + 1))
+}
+
+// slowOrigin is the nodes' loader: the writer's read API, counted, and slowed by the cluster's
+// origin delay.
+type slowOrigin struct {
+	*node.WriterLoader
+	c *Cluster
+}
+
+func (o slowOrigin) Load(ctx context.Context, key string) (node.Loaded, error) {
+	o.c.originLoads.Add(1)
+	if d := o.c.originWait(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return node.Loaded{}, ctx.Err()
+		}
+	}
+	return o.WriterLoader.Load(ctx, key)
 }
 
 // RestartNode starts node i again on its address.
@@ -310,13 +367,22 @@ func (c *Cluster) FlushRedis(ctx context.Context) error {
 	return c.rdb.FlushAll(ctx).Err()
 }
 
-// RestartRedis restarts Redis. A real redis-server (no persistence) comes back empty.
-func (c *Cluster) RestartRedis() error {
+// RestartRedis stops Redis, keeps it down for down, and starts it again empty, as a
+// redis-server without persistence comes back. In-process, miniredis is closed, emptied (its
+// Restart keeps the data) and restarted on its address; a real server is stopped and started by
+// its script (down longer by the time the script takes).
+func (c *Cluster) RestartRedis(down time.Duration) error {
 	if c.mini != nil {
 		c.mini.Close()
+		time.Sleep(down)
+		c.mini.FlushAll()
 		return c.mini.Restart()
 	}
-	return c.script(c.env.RedisCtl, "restart")
+	if err := c.script(c.env.RedisCtl, "stop"); err != nil {
+		return err
+	}
+	time.Sleep(down)
+	return c.script(c.env.RedisCtl, "start")
 }
 
 // StopRedis makes Redis unreachable (in-process: closed; real: SIGSTOP) until StartRedis.
@@ -517,7 +583,7 @@ func agree(finals []Final) bool {
 // Close stops everything.
 func (c *Cluster) Close() {
 	c.mu.Lock()
-	nodes, w := c.nodes, c.writer
+	nodes, loaders, w := c.nodes, c.loaders, c.writer
 	c.mu.Unlock()
 	for _, cc := range c.caches {
 		cc.Close()
@@ -528,6 +594,11 @@ func (c *Cluster) Close() {
 	for _, n := range nodes {
 		if n != nil {
 			n.Close()
+		}
+	}
+	for _, l := range loaders {
+		if l != nil {
+			l.Close()
 		}
 	}
 	if w != nil {

@@ -1,6 +1,7 @@
 package checker
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -60,22 +61,45 @@ type History struct {
 	ops    []Op
 	faults []Fault
 	open   map[string]time.Time
+	keys   map[string]bool
 	limit  int
 }
 
 // NewHistory returns a history that keeps at most limit operations (older ones are kept; later
 // ones are counted as dropped).
 func NewHistory(limit int) *History {
-	return &History{open: map[string]time.Time{}, limit: limit}
+	return &History{open: map[string]time.Time{}, keys: map[string]bool{}, limit: limit}
 }
 
 // Add records an operation.
 func (h *History) Add(op Op) {
 	h.mu.Lock()
+	h.keys[op.Key] = true
 	if len(h.ops) < h.limit {
 		h.ops = append(h.ops, op)
 	}
 	h.mu.Unlock()
+}
+
+// Cut records that an operation on key was cut short by the end of the run: its outcome is
+// unknown, so it is not an operation, but the key is still among Keys.
+func (h *History) Cut(key string) {
+	h.mu.Lock()
+	h.keys[key] = true
+	h.mu.Unlock()
+}
+
+// Keys returns, sorted, every key an operation touched or may have touched (see Cut), including
+// those of operations beyond the limit.
+func (h *History) Keys() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	keys := make([]string, 0, len(h.keys))
+	for k := range h.keys {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // FaultStart marks the start of a fault window.

@@ -2,8 +2,10 @@ package checker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -11,11 +13,19 @@ import (
 // TestFaultScenarios runs every fault scenario in a short configuration and requires the checker
 // to find nothing: no min_version violation, no read staler than the bound outside a fault, no
 // session or node going back in time, no lost write, and every node and Redis converged.
+// CACHEWIRE_CHECK_SEED replays a failed run's choices (its seed is in the failure message).
 func TestFaultScenarios(t *testing.T) {
 	env := EnvFromTestEnv()
 	o := Options{Duration: 4 * time.Second, Outage: 1500 * time.Millisecond, MaxStaleness: time.Second}
 	if os.Getenv("CACHEWIRE_CHECK_LOG") != "" {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if s := os.Getenv("CACHEWIRE_CHECK_SEED"); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("CACHEWIRE_CHECK_SEED=%q: %v", s, err)
+		}
+		o.Seed = seed
 	}
 	for _, sc := range Scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
@@ -25,16 +35,22 @@ func TestFaultScenarios(t *testing.T) {
 			if out.Skipped != "" {
 				t.Skip(out.Skipped)
 			}
-			if out.Err != nil {
-				t.Fatal(out.Err)
-			}
+			replay := fmt.Sprintf("seed %d (replay: CACHEWIRE_CHECK_SEED=%[1]d, or cachecheck --seed %[1]d)", out.Seed)
 			r := out.Result
-			t.Log(r.Summary())
-			for _, e := range r.Errors {
-				t.Log("failed op: ", e)
+			if r != nil {
+				t.Logf("%s; %s", r.Summary(), replay)
+				for _, e := range r.Errors {
+					t.Log("failed op: ", e)
+				}
+			}
+			if len(out.Windows) > 0 {
+				t.Log("faults: ", out.Timeline())
+			}
+			if out.Err != nil {
+				t.Fatalf("%v; %s", out.Err, replay)
 			}
 			if r.Puts < 20 || r.Gets < 50 {
-				t.Fatalf("workload too small to mean anything: %s", r.Summary())
+				t.Fatalf("workload too small to mean anything: %s; %s", r.Summary(), replay)
 			}
 			if !r.OK() {
 				for _, list := range [][]string{r.MinVersionViolations, r.StaleReads, r.NonMonotonicSession, r.NonMonotonicNode, r.LostWrites, r.NotConverged} {
@@ -44,7 +60,7 @@ func TestFaultScenarios(t *testing.T) {
 						}
 					}
 				}
-				t.Fatalf("checker found violations: %s", r.Summary())
+				t.Fatalf("checker found violations: %s; %s", r.Summary(), replay)
 			}
 		})
 	}

@@ -2,8 +2,13 @@ package checker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -15,6 +20,12 @@ type Scenario struct {
 	Inject func(ctx context.Context, c *Cluster, h *History, o Options) (int, error)
 	// Skip, when set, says why the scenario cannot run on env (then it is reported as skipped).
 	Skip func(c *Cluster) string
+	// Shape, when set, adjusts the run's options before their defaults apply (a workload or an
+	// origin the scenario needs).
+	Shape func(o *Options)
+	// Exercised, when set, checks after the run that it did what the scenario is for (say, that
+	// loads were shared); its error fails the run, like an injection's.
+	Exercised func(r *Result) error
 }
 
 // Options shape a run.
@@ -32,6 +43,14 @@ type Options struct {
 	Workload Workload
 	// Logger receives the cluster's logs. If nil, they are discarded.
 	Logger *slog.Logger
+	// OriginDelay slows the origin: each load waits a random time up to it. If zero, loads are
+	// not delayed (the cold-key scenarios then use 30 ms).
+	OriginDelay time.Duration
+	// Seed seeds every random choice of the run: the workload's keys, operations and nodes, the
+	// origin's delays, and the combined faults' order, delays and outage lengths. If zero, one is
+	// taken from the clock; Outcome.Seed says which, so a run can be replayed with it (the
+	// interleaving still depends on timing).
+	Seed uint64
 }
 
 func (o *Options) defaults() {
@@ -46,6 +65,12 @@ func (o *Options) defaults() {
 	}
 	if o.Nodes == 0 {
 		o.Nodes = 3
+	}
+	if o.Seed == 0 {
+		o.Seed = clockSeed()
+	}
+	if o.Workload.Seed == 0 {
+		o.Workload.Seed = o.Seed
 	}
 	o.Workload.defaults()
 }
@@ -93,7 +118,7 @@ var Scenarios = []Scenario{
 		return 1, window(h, "broker restart", 2*o.MaxStaleness, c.RestartKafka)
 	}, Skip: needsCtl(func(c *Cluster) (bool, string) { return c.kfake != nil, c.env.KafkaCtl })},
 	{Name: "Redis restarted", Inject: func(ctx context.Context, c *Cluster, h *History, o Options) (int, error) {
-		return 1, window(h, "redis restart", o.MaxStaleness, c.RestartRedis)
+		return 1, window(h, "redis restart", o.MaxStaleness, func() error { return c.RestartRedis(0) })
 	}, Skip: needsCtl(func(c *Cluster) (bool, string) { return c.mini != nil, c.env.RedisCtl })},
 	{Name: "Redis flushed (FLUSHALL)", Inject: func(ctx context.Context, c *Cluster, h *History, o Options) (int, error) {
 		return 1, window(h, "redis flush", o.MaxStaleness, func() error { return c.FlushRedis(ctx) })
@@ -150,6 +175,102 @@ var Scenarios = []Scenario{
 			return nil
 		})
 	}},
+	{Name: "combined faults", Inject: combinedFaults, Skip: combinedSkip},
+	{Name: "cold keys with a slow origin (shared loads)", Shape: coldKeys, Exercised: sharedLoads,
+		Inject: func(context.Context, *Cluster, *History, Options) (int, error) { return 0, nil }},
+	{Name: "cold keys with a slow origin under combined faults", Shape: coldKeys, Exercised: sharedLoads,
+		Inject: combinedFaults, Skip: combinedSkip},
+}
+
+// combinedFaults restarts a node, restarts Redis (it comes back empty), rebalances the L2 group
+// (a member joins, then leaves) and pauses Kafka, all in one run: the order, the delay before each
+// one starts (up to half an outage, so they may overlap) and each outage's length (up to
+// o.Outage) are drawn from o.Seed. Each fault marks its own window.
+func combinedFaults(ctx context.Context, c *Cluster, h *History, o Options) (int, error) {
+	rng := rand.New(rand.NewPCG(o.Seed, 0xfa175))
+	victim := rng.IntN(o.Nodes)
+	type fault struct {
+		name   string
+		settle time.Duration
+		inject func(outage time.Duration) error
+	}
+	faults := []fault{
+		{"node restart", o.MaxStaleness, func(d time.Duration) error {
+			c.KillNode(victim)
+			time.Sleep(d)
+			return c.RestartNode(ctx, victim)
+		}},
+		{"redis restart", o.MaxStaleness, c.RestartRedis},
+		{"rebalance", o.MaxStaleness, func(d time.Duration) error {
+			leave, err := c.AddGroupMember(ctx)
+			if err != nil {
+				return err
+			}
+			time.Sleep(d)
+			leave()
+			return nil
+		}},
+		{"kafka pause", 2 * o.MaxStaleness, func(d time.Duration) error {
+			if err := c.PauseKafka(); err != nil {
+				return err
+			}
+			time.Sleep(d)
+			return c.ResumeKafka()
+		}},
+	}
+	rng.Shuffle(len(faults), func(i, j int) { faults[i], faults[j] = faults[j], faults[i] })
+	// The whole plan is drawn before anything starts, so it depends on the seed alone.
+	gaps, outages := make([]time.Duration, len(faults)), make([]time.Duration, len(faults))
+	for i := range faults {
+		gaps[i] = time.Duration(rng.Int64N(int64(o.Outage/2) + 1))
+		outages[i] = o.Outage/10 + time.Duration(rng.Int64N(int64(o.Outage-o.Outage/10)+1))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(faults))
+	for i, f := range faults {
+		time.Sleep(gaps[i])
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := window(h, f.name, f.settle, func() error { return f.inject(outages[i]) }); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", f.name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return len(faults), errors.Join(errs...)
+}
+
+// combinedSkip skips the combined faults on real servers without both control scripts (Kafka
+// pause, Redis restart).
+func combinedSkip(c *Cluster) string {
+	if why := needsCtl(func(c *Cluster) (bool, string) { return c.kfake != nil, c.env.KafkaCtl })(c); why != "" {
+		return why
+	}
+	return needsCtl(func(c *Cluster) (bool, string) { return c.mini != nil, c.env.RedisCtl })(c)
+}
+
+// coldKeys shapes a run in which most reads miss every cache and wait on a slow origin: many
+// keys, which the sessions visit as a herd (see Workload.Herd), so that concurrent misses of a key
+// through a node share one origin load.
+func coldKeys(o *Options) {
+	o.Workload.Keys = max(o.Workload.Keys, 2000)
+	o.Workload.Sessions = max(o.Workload.Sessions, 12)
+	if o.Workload.Herd == 0 {
+		o.Workload.Herd = 4
+	}
+	if o.OriginDelay == 0 {
+		o.OriginDelay = 30 * time.Millisecond
+	}
+}
+
+// sharedLoads requires that requests shared origin loads: more Gets answered by the origin than
+// loads made.
+func sharedLoads(r *Result) error {
+	if r.OriginGets <= r.OriginLoads {
+		return fmt.Errorf("no origin load was shared: %d gets answered by the origin from %d loads", r.OriginGets, r.OriginLoads)
+	}
+	return nil
 }
 
 func needsCtl(f func(*Cluster) (bool, string)) func(*Cluster) string {
@@ -164,18 +285,43 @@ func needsCtl(f func(*Cluster) (bool, string)) func(*Cluster) string {
 // Outcome is one scenario's result.
 type Outcome struct {
 	Scenario string
-	Skipped  string
-	Faults   int
-	Result   *Result
-	Err      error
+	// Seed is the run's seed (Options.Seed, or the one taken from the clock): pass it back in
+	// Options.Seed (cachecheck --seed) to replay the run's choices.
+	Seed    uint64
+	Skipped string
+	Faults  int
+	// Started is when the workload started, and Windows the faults' windows.
+	Started time.Time
+	Windows []Fault
+	Result  *Result
+	Err     error
 }
 
-// Run runs one scenario on a fresh cluster: the workload for o.Duration with the fault injected
-// after a quarter of it, then quiet, then the final reads and the check.
+// Timeline describes the fault windows relative to the start of the workload, in order.
+func (o Outcome) Timeline() string {
+	ws := append([]Fault(nil), o.Windows...)
+	sort.Slice(ws, func(i, j int) bool { return ws[i].Start.Before(ws[j].Start) })
+	var b strings.Builder
+	for i, w := range ws {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s %v..%v", w.Name, w.Start.Sub(o.Started).Round(10*time.Millisecond), w.End.Sub(o.Started).Round(10*time.Millisecond))
+	}
+	return b.String()
+}
+
+// Run runs one scenario on a fresh cluster: the workload for o.Duration (shaped by sc.Shape) with
+// the fault injected after a quarter of it, then quiet, then the final reads and the check. The
+// outcome names the seed the run used.
 func Run(ctx context.Context, env Env, sc Scenario, o Options) Outcome {
+	if sc.Shape != nil {
+		sc.Shape(&o)
+	}
 	o.defaults()
-	out := Outcome{Scenario: sc.Name}
-	c, err := StartCluster(ctx, env, ClusterConfig{Nodes: o.Nodes, Partitions: partitions, MaxStaleness: o.MaxStaleness, Logger: o.Logger})
+	out := Outcome{Scenario: sc.Name, Seed: o.Seed}
+	c, err := StartCluster(ctx, env, ClusterConfig{Nodes: o.Nodes, Partitions: partitions, MaxStaleness: o.MaxStaleness, Logger: o.Logger,
+		OriginDelay: o.OriginDelay, Seed: o.Seed})
 	if err != nil {
 		out.Err = err
 		return out
@@ -191,6 +337,7 @@ func Run(ctx context.Context, env Env, sc Scenario, o Options) Outcome {
 	wctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
 	done := make(chan struct{})
+	out.Started = time.Now()
 	go func() {
 		defer close(done)
 		o.Workload.Run(wctx, h, c.Writer(), c.Caches)
@@ -201,6 +348,8 @@ func Run(ctx context.Context, env Env, sc Scenario, o Options) Outcome {
 	}
 	out.Faults, err = sc.Inject(ctx, c, h, o)
 	<-done
+	loads := c.OriginLoads()
+	c.SetOriginDelay(0) // the final reads need not wait
 	if err != nil {
 		out.Err = fmt.Errorf("inject: %w", err)
 		return out
@@ -209,18 +358,22 @@ func Run(ctx context.Context, env Env, sc Scenario, o Options) Outcome {
 		out.Err = err
 		return out
 	}
-	keys := make([]string, o.Workload.Keys)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("key-%d", i)
-	}
-	// Once quiet, the tiers must converge; the L2 group may need a rebalance's worth of time.
-	finals, err := c.Converged(ctx, keys, 30*time.Second)
+	// Once quiet, the tiers must converge on every key the workload touched (a key nobody
+	// touched holds nothing); the L2 group may need a rebalance's worth of time.
+	finals, err := c.Converged(ctx, h.Keys(), 30*time.Second)
 	if err != nil {
 		out.Err = err
 		return out
 	}
 	ops, faults := h.Snapshot()
+	out.Windows = faults
 	// A healthy node may lag by its max_staleness plus the time to fetch and apply.
 	out.Result = Check(ops, faults, o.MaxStaleness+500*time.Millisecond, finals)
+	out.Result.OriginLoads = int(loads)
+	if sc.Exercised != nil {
+		if err := sc.Exercised(out.Result); err != nil {
+			out.Err = fmt.Errorf("the scenario did not happen: %w", err)
+		}
+	}
 	return out
 }

@@ -26,6 +26,18 @@ type Workload struct {
 	Pause time.Duration
 	// MaxOps bounds the operations per session. If zero, 100,000.
 	MaxOps int
+	// Herd, when set, makes the sessions move through the keys together: at any moment most
+	// operations pick one of the same Herd keys, and every HerdStep the sessions move on to Herd
+	// keys nobody has touched yet (wrapping around after Keys). So reads mostly miss the caches,
+	// and concurrent misses of one key through one node can share an origin load. One operation in
+	// five picks any key the herd has passed (cached by some nodes, cold on others). If zero,
+	// every operation picks any of the Keys.
+	Herd int
+	// HerdStep is how long the herd stays on one group of keys. If zero, 25 ms.
+	HerdStep time.Duration
+	// Seed seeds the sessions' choices (keys, operations, nodes). If zero, one is taken from the
+	// clock. The same seed makes the same choices; the interleaving still depends on timing.
+	Seed uint64
 }
 
 func (w *Workload) defaults() {
@@ -47,6 +59,27 @@ func (w *Workload) defaults() {
 	if w.MaxOps == 0 {
 		w.MaxOps = 100_000
 	}
+	if w.HerdStep == 0 {
+		w.HerdStep = 25 * time.Millisecond
+	}
+	if w.Seed == 0 {
+		w.Seed = clockSeed()
+	}
+}
+
+// clockSeed returns a non-zero seed from the clock.
+func clockSeed() uint64 { return uint64(time.Now().UnixNano()) | 1 }
+
+// key picks the key of the next operation, elapsed into the run.
+func (w Workload) key(rng *rand.Rand, elapsed time.Duration) string {
+	if w.Herd == 0 {
+		return fmt.Sprintf("key-%d", rng.IntN(w.Keys))
+	}
+	step := int(elapsed / w.HerdStep)
+	if rng.IntN(5) == 0 {
+		return fmt.Sprintf("key-%d", rng.IntN(min(w.Keys, (step+1)*w.Herd)))
+	}
+	return fmt.Sprintf("key-%d", (step*w.Herd+rng.IntN(w.Herd))%w.Keys)
 }
 
 // Run drives the workload against the writer and the nodes until ctx ends, recording every
@@ -54,16 +87,17 @@ func (w *Workload) defaults() {
 // goes on. nodes returns the current clients (nodes may be replaced while it runs).
 func (w Workload) Run(ctx context.Context, h *History, writer *client.Writer, nodes func() []*client.Cache) {
 	w.defaults()
+	start := time.Now()
 	var wg sync.WaitGroup
 	for s := range w.Sessions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(s)+1, uint64(time.Now().UnixNano())))
+			rng := rand.New(rand.NewPCG(w.Seed, uint64(s)+1))
 			cs := nodes()
 			sess := client.NewSession(cs[0], writer)
 			for i := 0; i < w.MaxOps && ctx.Err() == nil; i++ {
-				key := fmt.Sprintf("key-%d", rng.IntN(w.Keys))
+				key := w.key(rng, time.Since(start))
 				if rng.Float64() < w.PutRatio {
 					w.put(ctx, h, sess, s, key, rng)
 				} else {
@@ -91,7 +125,8 @@ func (w Workload) put(ctx context.Context, h *History, sess *client.Session, s i
 	op.Complete = time.Now()
 	if err != nil {
 		if ending(ctx) {
-			return // the run ended mid-call: unknown outcome, not a failure
+			h.Cut(key) // the run ended mid-call: unknown outcome, not a failure
+			return
 		}
 		op.Err = err.Error()
 	} else {
@@ -116,6 +151,7 @@ func (w Workload) get(ctx context.Context, h *History, sess *client.Session, nod
 	op.Complete = time.Now()
 	if err != nil {
 		if ending(ctx) {
+			h.Cut(key)
 			return
 		}
 		op.Err = err.Error()

@@ -4,6 +4,7 @@
 //	go run ./cmd/cachecheck                                  # every scenario, short, in-process Kafka and Redis
 //	go run ./cmd/cachecheck --duration 2m --outage 10s       # the soak
 //	go run ./cmd/cachecheck --scenarios "Redis unreachable" --json
+//	go run ./cmd/cachecheck --scenarios "combined faults" --seed 42   # replay a run's choices
 //
 // Against real servers, name them and the scripts that control them (for restarts and pauses):
 //
@@ -41,6 +42,7 @@ func main() {
 
 type row struct {
 	Scenario     string  `json:"scenario"`
+	Seed         uint64  `json:"seed"`
 	Ops          int     `json:"operations"`
 	Failed       int     `json:"failed_operations"`
 	Faults       int     `json:"faults"`
@@ -52,6 +54,9 @@ type row struct {
 	NotConverged int     `json:"not_converged"`
 	MaxStaleMs   float64 `json:"max_staleness_ms"`
 	P99StaleMs   float64 `json:"p99_staleness_ms"`
+	OriginGets   int     `json:"origin_gets"`
+	OriginLoads  int     `json:"origin_loads"`
+	FaultWindows string  `json:"fault_windows,omitempty"`
 	Result       string  `json:"result"`
 	Detail       string  `json:"detail,omitempty"`
 }
@@ -68,7 +73,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&o.MaxStaleness, "max-staleness", time.Second, "the nodes' max_staleness")
 	fs.IntVar(&o.Nodes, "nodes", 3, "cache nodes per cluster")
 	fs.IntVar(&o.Workload.Sessions, "sessions", 6, "concurrent client sessions")
-	fs.IntVar(&o.Workload.Keys, "keys", 8, "keys written and read")
+	fs.IntVar(&o.Workload.Keys, "keys", 8, "keys written and read (the cold-key scenarios use at least 2000)")
+	fs.DurationVar(&o.OriginDelay, "origin-delay", 0, "each origin load waits a random time up to this (default: none; 30ms in the cold-key scenarios)")
+	fs.Uint64Var(&o.Seed, "seed", 0, "seed of every random choice (workload, origin delays, combined faults' order and timing); 0 picks one and prints it")
 	fs.Var(&only, "scenarios", "comma-separated scenario names to run (default: all)")
 	fs.Var(&brokers, "kafka-brokers", "a real Kafka (default: in-process)")
 	fs.StringVar(&env.RedisAddr, "redis-addr", "", "a real Redis (default: in-process)")
@@ -100,19 +107,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "cachecheck: no scenario matches %v; have: %s\n", only, strings.Join(names, "; "))
 		return 2
 	}
+	if o.Seed == 0 {
+		o.Seed = uint64(time.Now().UnixNano()) | 1
+	}
+	fmt.Fprintf(stderr, "cachecheck: seed %d (replay with --seed %[1]d)\n", o.Seed)
 	code := 0
 	var rows []row
 	for i, sc := range scenarios {
 		fmt.Fprintf(stderr, "%s  [%d/%d] %s...\n", time.Now().Format("15:04:05"), i+1, len(scenarios), sc.Name)
 		out := checker.Run(ctx, env, sc, o)
-		r := row{Scenario: sc.Name, Faults: out.Faults}
+		r := row{Scenario: sc.Name, Seed: out.Seed, Faults: out.Faults, FaultWindows: out.Timeline()}
 		switch {
 		case out.Skipped != "":
 			r.Result, r.Detail = "skipped", out.Skipped
-		case out.Err != nil:
+		case out.Err != nil && out.Result == nil:
 			r.Result, r.Detail, code = "error", out.Err.Error(), 1
 		default:
 			res := out.Result
+			r.OriginGets, r.OriginLoads = res.OriginGets, res.OriginLoads
 			r.Ops, r.Failed, r.MinVersion, r.StaleReads, r.Flagged = res.Ops, res.Failed, len(res.MinVersionViolations), len(res.StaleReads), res.FlaggedStale
 			r.NonMonotonic = len(res.NonMonotonicSession) + len(res.NonMonotonicNode)
 			r.LostWrites, r.NotConverged = len(res.LostWrites), len(res.NotConverged)
@@ -128,9 +140,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 						r.Detail = l[0]
 					}
 				}
+			} else if out.Err != nil {
+				// The run finished but did not do what the scenario is for (no shared load, say).
+				r.Result, r.Detail, code = "error", out.Err.Error(), 1
 			}
 		}
 		fmt.Fprintf(stderr, "          %s %s\n", r.Result, r.Detail)
+		if out.Result != nil {
+			fmt.Fprintf(stderr, "          %d gets answered by the origin from %d origin loads; faults: %s\n",
+				out.Result.OriginGets, out.Result.OriginLoads, r.FaultWindows)
+		}
 		rows = append(rows, r)
 		if ctx.Err() != nil {
 			break
@@ -142,6 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_ = enc.Encode(rows)
 		return code
 	}
+	fmt.Fprintf(stdout, "Seed %d (replay with --seed %[1]d).\n\n", o.Seed)
 	fmt.Fprintf(stdout, "| scenario | operations (failed) | faults | min_version violations | stale reads (flagged stale) | non-monotonic | lost writes | not converged | staleness p99 / max | result |\n")
 	fmt.Fprintf(stdout, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {

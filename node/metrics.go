@@ -95,10 +95,14 @@ var (
 	descL2Errors = prometheus.NewDesc("cachewire_l2_errors_total", "Failed Redis calls, and calls skipped while backing off.", []string{"kind"}, nil)
 	descL2Group  = prometheus.NewDesc("cachewire_l2_events_applied_total", "Events this node's L2 group member applied to Redis.", nil, nil)
 	descReady    = prometheus.NewDesc("cachewire_ready", "1 when the node is positioned at the log end and serving.", nil, nil)
+	descYoung    = prometheus.NewDesc("cachewire_l1_young_tombstones_dropped_total",
+		"Versions L1 forgot while younger than --l1-tombstone-ttl (too few --l1-max-tombstones): each stops L2 use until the group catches up.", nil, nil)
+	descL2Epoch = prometheus.NewDesc("cachewire_l2_epoch_refusals_total",
+		"Redis writes and reads refused because they belong to an older L2 epoch, by kind (fill, read).", []string{"kind"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descFresh, descEntries, descTombs, descBytes, descEvicts, descL2Errors, descL2Group, descReady} {
+	for _, d := range []*prometheus.Desc{descLag, descFresh, descEntries, descTombs, descBytes, descEvicts, descL2Errors, descL2Group, descReady, descYoung, descL2Epoch} {
 		ch <- d
 	}
 }
@@ -126,10 +130,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, v := range s.Evictions {
 		ch <- prometheus.MustNewConstMetric(descEvicts, prometheus.CounterValue, float64(v), reason)
 	}
+	ch <- prometheus.MustNewConstMetric(descYoung, prometheus.CounterValue, float64(s.YoungTombstonesDropped))
 	if n.l2 != nil {
 		ls := n.l2.Stats()
 		ch <- prometheus.MustNewConstMetric(descL2Errors, prometheus.CounterValue, float64(ls.Errors), "error")
 		ch <- prometheus.MustNewConstMetric(descL2Errors, prometheus.CounterValue, float64(ls.Skipped), "skipped")
+		ch <- prometheus.MustNewConstMetric(descL2Epoch, prometheus.CounterValue, float64(ls.EpochFillsRejected), "fill")
+		ch <- prometheus.MustNewConstMetric(descL2Epoch, prometheus.CounterValue, float64(ls.OldEpochReads), "read")
+	}
+	if n.group != nil {
 		ch <- prometheus.MustNewConstMetric(descL2Group, prometheus.CounterValue, float64(n.group.Stats().Events))
 	}
 	ready := 0.0

@@ -74,11 +74,12 @@ type GroupApplierStats struct {
 type GroupApplier struct {
 	cfg    GroupApplierConfig
 	log    *slog.Logger
-	r      *kafka.Reader
+	rcfg   kafka.ReaderConfig
 	dlq    *kafka.Writer
 	badLog *logLimiter
 
 	mu      sync.Mutex
+	r       *kafka.Reader // built by Run: a kafka-go group reader joins the group at once
 	cancel  context.CancelFunc
 	done    chan struct{}
 	running bool
@@ -126,7 +127,7 @@ func NewGroupApplier(cfg GroupApplierConfig) (*GroupApplier, error) {
 		badLog: newLogLimiter(10, time.Second),
 		done:   make(chan struct{}),
 	}
-	g.r = kafka.NewReader(kafka.ReaderConfig{
+	g.rcfg = kafka.ReaderConfig{
 		Brokers:                cfg.Brokers,
 		GroupID:                cfg.GroupID,
 		GroupTopics:            cfg.Topics,
@@ -144,7 +145,10 @@ func NewGroupApplier(cfg GroupApplierConfig) (*GroupApplier, error) {
 		StartOffset:            start,
 		Dialer:                 cfg.Dialer,
 		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { g.log.Debug(fmt.Sprintf(msg, args...)) }),
-	})
+	}
+	if err := g.rcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalidation: group applier: %w", err)
+	}
 	if cfg.DeadLetterTopic != "" {
 		g.dlq = newDeadLetterWriter(cfg.Brokers, cfg.DeadLetterTopic)
 	}
@@ -163,6 +167,7 @@ func (g *GroupApplier) Run(ctx context.Context) error {
 		return errors.New("invalidation: group applier: Run called twice")
 	}
 	g.running = true
+	g.r = kafka.NewReader(g.rcfg)
 	ctx, g.cancel = context.WithCancel(ctx)
 	g.mu.Unlock()
 	defer close(g.done)
@@ -276,15 +281,14 @@ func (g *GroupApplier) Close() error {
 		return ErrClosed
 	}
 	g.closed = true
-	cancel, running := g.cancel, g.running
+	cancel, running, r := g.cancel, g.running, g.r
 	g.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
+	var err error
 	if running {
+		cancel()
 		<-g.done
+		err = r.Close()
 	}
-	err := g.r.Close()
 	if g.dlq != nil {
 		err = errors.Join(err, closeDeadLetterWriter(g.dlq))
 	}

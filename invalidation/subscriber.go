@@ -117,14 +117,18 @@ type Subscriber struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
-	cancel    context.CancelFunc
-	done      chan struct{}
-	running   atomic.Bool
-	closed    atomic.Bool
+	done      chan struct{} // closed when a started Run returns
 
-	mu    sync.Mutex
-	parts map[topicPartition]*PartitionState
-	count map[string]int // partitions per topic, from the last metadata
+	// onRunStart, when set (by tests), is called by Run once it owns the subscriber and before
+	// it does any work.
+	onRunStart func()
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc // set by Run
+	running bool               // Run has started
+	closed  bool               // Close has been called
+	parts   map[topicPartition]*PartitionState
+	count   map[string]int // partitions per topic, from the last metadata
 
 	events, invalid, deadLettered, resets, reconnects atomic.Uint64
 }
@@ -183,21 +187,26 @@ func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 // Run reads until ctx ends or Close is called, and returns nil then. It returns ErrClosed if the
 // Subscriber was closed, and an error if Run was already called.
 func (s *Subscriber) Run(ctx context.Context) error {
-	if s.closed.Load() {
+	// Checking closed and claiming the subscriber under one lock leaves Close no window in
+	// which it sees neither: it either makes this Run return ErrClosed or waits for it.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return ErrClosed
 	}
-	if !s.running.CompareAndSwap(false, true) {
+	if s.running {
+		s.mu.Unlock()
 		return errors.New("invalidation: subscriber: Run called twice")
 	}
-	defer close(s.done)
+	s.running = true
 	ctx, cancel := context.WithCancel(ctx)
-	s.mu.Lock()
 	s.cancel = cancel
 	s.mu.Unlock()
-	if s.closed.Load() { // Close ran before cancel was set
-		cancel()
-	}
+	defer close(s.done) // runs last: after every partition goroutine has returned
 	defer cancel()
+	if s.onRunStart != nil {
+		s.onRunStart()
+	}
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -325,7 +334,14 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			resolveStart := time.Now()
 			off, err := resolveOffset(conn, offset)
 			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
 				failures++
+				if failures == 1 || failures%20 == 0 {
+					log.Warn("cannot resolve the starting offset; reconnecting", "resolving", offsetName(offset),
+						"err", err, "attempts", failures)
+				}
 				conn.Close()
 				conn = nil
 				sleepCtx(ctx, backoff.next())
@@ -444,6 +460,17 @@ func resolveOffset(conn *kafka.Conn, which int64) (int64, error) {
 	return conn.ReadLastOffset()
 }
 
+// offsetName names the offset resolveOffset is asked for, for logs.
+func offsetName(which int64) string {
+	switch which {
+	case kafka.FirstOffset:
+		return "first offset"
+	case kafka.LastOffset:
+		return "log end"
+	}
+	return fmt.Sprint(which)
+}
+
 func (s *Subscriber) reset(tp topicPartition, log *slog.Logger, cause error) {
 	s.resets.Add(1)
 	reason := cause.Error()
@@ -519,19 +546,20 @@ func (s *Subscriber) Stats() SubscriberStats {
 	}
 }
 
-// Close stops Run, waits for it to return, and closes the dead-letter writer. It is safe to call
-// more than once; later calls return ErrClosed.
+// Close stops Run, waits for it to return (also a Run starting concurrently: that one either
+// returns ErrClosed at once or is waited for), and only then closes the dead-letter writer. It
+// is safe to call more than once; later calls return ErrClosed.
 func (s *Subscriber) Close() error {
-	if !s.closed.CompareAndSwap(false, true) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return ErrClosed
 	}
-	s.mu.Lock()
-	cancel := s.cancel
+	s.closed = true
+	cancel, running := s.cancel, s.running
 	s.mu.Unlock()
-	if cancel != nil {
+	if running {
 		cancel()
-	}
-	if s.running.Load() {
 		<-s.done
 	}
 	if s.dlq != nil {

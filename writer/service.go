@@ -75,9 +75,7 @@ func (s *service) write(ctx context.Context, wr *write, wait *bool) (uint64, tim
 	if wait == nil || *wait {
 		published = s.w.waitPublished(ctx, wr.version)
 	} else {
-		s.w.mu.Lock()
-		published = s.w.published >= wr.version
-		s.w.mu.Unlock()
+		published = s.w.isPublished(wr.version)
 	}
 	return wr.version, wr.committedAt, published, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,6 +20,10 @@ var (
 	bucketOutbox  = []byte("outbox")
 	bucketMeta    = []byte("meta")
 	keySeq        = []byte("seq")
+	// bucketDead keeps, under their outbox sequence number, the raw bytes of outbox rows that
+	// cannot be published; bucketDeadReason keeps why, under the same key.
+	bucketDead       = []byte("outbox_dead")
+	bucketDeadReason = []byte("outbox_dead_reason")
 )
 
 // record is what the store holds for a key: a value, or the version of its deletion.
@@ -74,7 +79,7 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("writer: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRecords, bucketOutbox, bucketMeta} {
+		for _, b := range [][]byte{bucketRecords, bucketOutbox, bucketMeta, bucketDead, bucketDeadReason} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -156,23 +161,115 @@ func (s *store) get(key string) (record, bool, error) {
 	return r, found, err
 }
 
-// pending returns up to limit outbox rows in commit order.
-func (s *store) pending(limit int) ([]uint64, []invalidation.Event, error) {
-	var seqs []uint64
-	var events []invalidation.Event
+// outboxRow is one outbox row as stored: its commit sequence number and the encoded ChangeEvent.
+type outboxRow struct {
+	seq uint64
+	raw []byte
+}
+
+// deadRow is an outbox row that cannot be published, and why.
+type deadRow struct {
+	outboxRow
+	key    string // the event's key, when the row decodes far enough to say
+	reason string
+}
+
+// pending returns up to limit outbox rows in commit order, undecoded: deciding what a row holds
+// is the relay's job, so that one bad row cannot fail the read of every row behind it.
+func (s *store) pending(limit int) ([]outboxRow, error) {
+	var rows []outboxRow
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, v := c.First(); k != nil && len(seqs) < limit; k, v = c.Next() {
-			var m pb.ChangeEvent
-			if err := proto.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("writer: corrupt outbox row %d: %w", binary.BigEndian.Uint64(k), err)
-			}
-			seqs = append(seqs, binary.BigEndian.Uint64(k))
-			events = append(events, invalidation.FromProto(&m))
+		for k, v := c.First(); k != nil && len(rows) < limit; k, v = c.Next() {
+			rows = append(rows, outboxRow{seq: binary.BigEndian.Uint64(k), raw: append([]byte(nil), v...)})
 		}
 		return nil
 	})
-	return seqs, events, err
+	return rows, err
+}
+
+// bury moves rows from the outbox to the outbox_dead bucket, with their reasons, in one
+// transaction: a row is in exactly one of the two at any time.
+func (s *store) bury(rows []deadRow) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		out, dead, why := tx.Bucket(bucketOutbox), tx.Bucket(bucketDead), tx.Bucket(bucketDeadReason)
+		for _, r := range rows {
+			k := seqKey(r.seq)
+			if err := out.Delete(k); err != nil {
+				return err
+			}
+			if err := dead.Put(k, r.raw); err != nil {
+				return err
+			}
+			if err := why.Put(k, []byte(r.reason)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// dead returns up to limit rows of the outbox_dead bucket, oldest first.
+func (s *store) dead(limit int) ([]deadRow, error) {
+	var rows []deadRow
+	err := s.db.View(func(tx *bolt.Tx) error {
+		why := tx.Bucket(bucketDeadReason)
+		c := tx.Bucket(bucketDead).Cursor()
+		for k, v := c.First(); k != nil && len(rows) < limit; k, v = c.Next() {
+			raw := append([]byte(nil), v...)
+			rows = append(rows, deadRow{outboxRow: outboxRow{seq: binary.BigEndian.Uint64(k), raw: raw},
+				key: rowKey(raw), reason: string(why.Get(k))})
+		}
+		return nil
+	})
+	return rows, err
+}
+
+// unbury deletes rows from the outbox_dead bucket once the dead-letter topic holds them.
+func (s *store) unbury(seqs []uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		dead, why := tx.Bucket(bucketDead), tx.Bucket(bucketDeadReason)
+		for _, q := range seqs {
+			if err := dead.Delete(seqKey(q)); err != nil {
+				return err
+			}
+			if err := why.Delete(seqKey(q)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// prepare turns an outbox row into the event to publish under limits (the publisher's). A row
+// that is not a valid ChangeEvent cannot be published at all: prepare returns an error naming
+// why. An UPSERT whose value is larger than limits.MaxValueBytes (a row committed under a larger
+// EventValueMax) is published as INVALIDATE, as EventValueMax says; downgraded reports that.
+func prepare(raw []byte, limits invalidation.Limits) (e invalidation.Event, downgraded bool, err error) {
+	e, err = invalidation.Decode(raw, invalidation.Limits{MaxKeyBytes: limits.MaxKeyBytes, MaxValueBytes: math.MaxInt})
+	if err != nil {
+		return invalidation.Event{}, false, err
+	}
+	if e.HasValue && len(e.Value) > limits.MaxValueBytes {
+		e = asInvalidate(e)
+		downgraded = true
+	}
+	return e, downgraded, nil
+}
+
+// asInvalidate returns e without its value: an INVALIDATE at the same version.
+func asInvalidate(e invalidation.Event) invalidation.Event {
+	e.Op, e.Value, e.HasValue = invalidation.OpInvalidate, nil, false
+	return e
+}
+
+// rowKey returns the key of an encoded ChangeEvent, or "" if it does not decode.
+func rowKey(raw []byte) string {
+	var m pb.ChangeEvent
+	if proto.Unmarshal(raw, &m) != nil {
+		return ""
+	}
+	return m.GetKey()
 }
 
 // ack deletes published outbox rows.
@@ -188,14 +285,15 @@ func (s *store) ack(seqs []uint64) error {
 	})
 }
 
-// depth counts outbox rows, and seq returns the last commit sequence number.
-func (s *store) depth() (n int, seq uint64, err error) {
+// depth counts outbox rows and dead rows, and seq returns the last commit sequence number.
+func (s *store) depth() (n, dead int, seq uint64, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketOutbox).Stats().KeyN
+		dead = tx.Bucket(bucketDead).Stats().KeyN
 		if b := tx.Bucket(bucketMeta).Get(keySeq); b != nil {
 			seq = binary.BigEndian.Uint64(b)
 		}
 		return nil
 	})
-	return n, seq, err
+	return n, dead, seq, err
 }

@@ -2,6 +2,7 @@ package writer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -94,6 +95,7 @@ func put(t *testing.T, w *running, key, value string, wait bool) *pb.PutResponse
 type collector struct {
 	mu     sync.Mutex
 	byKey  map[string][]invalidation.Event
+	seq    []invalidation.Event // every event, in arrival order
 	sub    *invalidation.Subscriber
 	done   chan error
 	events int
@@ -110,6 +112,7 @@ func (e *env) collect() *collector {
 				c.mu.Lock()
 				for _, ev := range events {
 					c.byKey[ev.Key] = append(c.byKey[ev.Key], ev)
+					c.seq = append(c.seq, ev)
 					c.events++
 				}
 				c.mu.Unlock()
@@ -335,5 +338,37 @@ func TestConcurrentPutsAreGroupCommitted(t *testing.T) {
 	}
 	if len(seen) != 320 {
 		t.Fatalf("%d distinct versions, want 320", len(seen))
+	}
+}
+
+// TestStartTwiceAndAfterClose: a second Start fails clearly and leaves the first one serving; a
+// Start after Close returns ErrClosed.
+func TestStartTwiceAndAfterClose(t *testing.T) {
+	e := newEnv(t)
+	w := e.start(nil)
+	addr := w.GRPCAddr()
+	if err := w.Start(); err == nil || err.Error() != "writer: Start called twice" {
+		t.Fatalf("second Start = %v, want %q", err, "writer: Start called twice")
+	}
+	if got := w.GRPCAddr(); got != addr {
+		t.Fatalf("second Start moved the gRPC listener from %s to %s", addr, got)
+	}
+	put(t, w, "k", "v", true) // the first Start still serves
+
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Close = %v, want ErrClosed", err)
+	}
+	w2, err := New(Config{DBPath: e.dbPath, GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: e.kafka.Brokers, Topic: e.topic, Logger: logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Start(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Close (never started) = %v, want ErrClosed", err)
 	}
 }

@@ -55,6 +55,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.IntVar(&c.TopicReplication, "topic-replication", 1, "replication factor of a topic this writer creates")
 	fs.IntVar(&c.EventValueMax, "event-value-max", 64<<10, "largest value an UPSERT event carries; larger ones are published as INVALIDATE")
 	fs.IntVar(&c.RelayBatch, "relay-batch", 500, "most outbox rows published at once")
+	fs.StringVar(&c.DeadLetterTopic, "dead-letter-topic", "", "existing topic that receives the raw bytes of outbox rows that can never be published; empty: they are kept in the outbox_dead bucket of --db-path")
 	fs.DurationVar(&c.WaitTimeout, "wait-published-timeout", 5*time.Second, "bound on waiting for Kafka's ack when a write asks for wait_published")
 	fs.IntVar(&c.Limits.MaxKeyBytes, "max-key-bytes", invalidation.DefaultMaxKeyBytes, "longest key accepted")
 	fs.IntVar(&c.Limits.MaxValueBytes, "max-value-bytes", invalidation.DefaultMaxValueBytes, "largest value accepted")

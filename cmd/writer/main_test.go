@@ -18,6 +18,7 @@ func TestHelpListsEveryFlagWithDefault(t *testing.T) {
 		"--topic (env CACHEWIRE_TOPIC, default cachewire.events)",
 		"--event-value-max (env CACHEWIRE_EVENT_VALUE_MAX, default 65536)",
 		"--wait-published-timeout (env CACHEWIRE_WAIT_PUBLISHED_TIMEOUT, default 5s)",
+		"--dead-letter-topic (env CACHEWIRE_DEAD_LETTER_TOPIC, default \"\")",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -45,5 +46,29 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 		if !bytes.Contains(readme, []byte(row)) {
 			t.Errorf("README.md lacks the row\n%s", row)
 		}
+	}
+}
+
+// TestDeadLetterTopicFlagAndEnvironment: --dead-letter-topic (or CACHEWIRE_DEAD_LETTER_TOPIC)
+// reaches the writer's Config.
+func TestDeadLetterTopicFlagAndEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{[]string{"--dead-letter-topic=cachewire.dead"}, nil},
+		{nil, map[string]string{"CACHEWIRE_DEAD_LETTER_TOPIC": "cachewire.dead"}},
+	} {
+		o, err := parseFlags(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.cfg.DeadLetterTopic != "cachewire.dead" {
+			t.Errorf("args %v, env %v: DeadLetterTopic = %q", tc.args, tc.env, o.cfg.DeadLetterTopic)
+		}
+	}
+	var out bytes.Buffer
+	if code := run([]string{"--check-config", "--kafka-brokers=k:1", "--topic=t", "--dead-letter-topic=t"}, func(string) string { return "" }, &out); code != 2 || !strings.Contains(out.String(), "dead-letter topic must not be the event topic") {
+		t.Errorf("--dead-letter-topic equal to --topic: exit %d, %q; want exit 2 naming the conflict", code, out.String())
 	}
 }

@@ -16,12 +16,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/cachewire/cachewire/internal/flagenv"
 	"github.com/cachewire/cachewire/invalidation"
@@ -67,6 +66,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.Var(&o.redisAddrs, "redis-addrs", "Redis addresses, comma separated; empty runs without L2")
 	fs.StringVar(&o.redisMode, "redis-mode", "single", "Redis topology: single, sentinel (with --redis-master) or cluster")
 	fs.StringVar(&c.L2.MasterName, "redis-master", "", "Sentinel master name (with --redis-mode sentinel)")
+	fs.StringVar(&c.L2.Username, "redis-username", "", "Redis ACL user name; empty: the default user")
 	fs.StringVar(&c.L2.Password, "redis-password", "", "Redis password (prefer the environment variable)")
 	fs.StringVar(&c.L2.KeyPrefix, "redis-prefix", "cw:", "prefix of every Redis key")
 	fs.DurationVar(&c.L2.TTL, "redis-ttl", time.Hour, "TTL of a value in Redis")
@@ -104,20 +104,17 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	if c.Policy, err = invalidation.ParsePolicy(o.policy); err != nil {
 		return nil, err
 	}
+	// Flags only fill the tier's Config: redistier.New builds the client (in node.New, which
+	// does no I/O), and the node closes it when it stops.
+	c.L2.Addrs = o.redisAddrs
 	switch o.redisMode {
-	case "single", "sentinel":
-		c.L2.Addrs = o.redisAddrs
-		if o.redisMode == "sentinel" && c.L2.MasterName == "" {
+	case "single":
+	case "sentinel":
+		if c.L2.MasterName == "" {
 			return nil, errors.New("--redis-mode sentinel needs --redis-master")
 		}
 	case "cluster":
-		if len(o.redisAddrs) > 0 {
-			c.L2.Addrs = o.redisAddrs
-			c.L2.Client = redis.NewClusterClient(&redis.ClusterOptions{
-				Addrs: o.redisAddrs, Password: c.L2.Password, DialTimeout: c.L2.DialTimeout,
-				ReadTimeout: c.L2.ReadTimeout, WriteTimeout: c.L2.WriteTimeout, ContextTimeoutEnabled: true, MaxRetries: 1,
-			})
-		}
+		c.L2.Cluster = true // even with a single seed address
 	default:
 		return nil, fmt.Errorf("--redis-mode %q: want single, sentinel or cluster", o.redisMode)
 	}
@@ -139,6 +136,9 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	o.cfg.Logger = log
+	if o.check {
+		o.cfg.Logger = slog.New(slog.DiscardHandler) // a check prints its verdict only
+	}
 	if o.originAddr != "" {
 		loader, err := node.DialWriter(o.originAddr)
 		if err != nil {
@@ -154,11 +154,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	if o.check {
+		_ = n.Close() // releases what New built; nothing was started or connected
 		fmt.Fprintln(stderr, "cachenode: configuration OK")
 		return 0
 	}
 	if err := n.Start(); err != nil {
 		log.Error("cannot start", "err", err)
+		_ = n.Close()
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/cachewire/cachewire/internal/flagenv"
 	"github.com/cachewire/cachewire/invalidation"
@@ -71,4 +75,80 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 			t.Errorf("README.md lacks the row\n%s", row)
 		}
 	}
+}
+
+// TestRedisFlagsOnlyFillTheTierConfig: the Redis flags fill the tier's Config (cluster mode even
+// with one seed address, the ACL user and the password); parsing builds no client.
+func TestRedisFlagsOnlyFillTheTierConfig(t *testing.T) {
+	for _, tc := range []struct {
+		mode    string
+		cluster bool
+	}{{"cluster", true}, {"single", false}} {
+		env := map[string]string{"CACHEWIRE_REDIS_PASSWORD": "secret", "CACHEWIRE_REDIS_USERNAME": "cw-node"}
+		o, err := parseFlags([]string{"--kafka-brokers=k:1", "--topics=t", "--redis-mode=" + tc.mode, "--redis-addrs=r1:7000"},
+			func(k string) string { return env[k] }, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l2 := o.cfg.L2
+		if l2.Client != nil {
+			t.Errorf("--redis-mode %s: parsing the flags built a Redis client", tc.mode)
+		}
+		if l2.Cluster != tc.cluster || len(l2.Addrs) != 1 || l2.Addrs[0] != "r1:7000" || l2.Username != "cw-node" || l2.Password != "secret" {
+			t.Errorf("--redis-mode %s: L2 = addrs %v, cluster %v, user %q, password %q; want [r1:7000], %v, cw-node, secret",
+				tc.mode, l2.Addrs, l2.Cluster, l2.Username, l2.Password, tc.cluster)
+		}
+	}
+}
+
+// TestCheckConfigConnectsToNothing: --check-config with Kafka and a Redis cluster configured
+// succeeds without opening a connection to either, and leaves no goroutine behind.
+func TestCheckConfigConnectsToNothing(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	kafkaL, redisL := listen(t), listen(t)
+	var out bytes.Buffer
+	code := run([]string{"--check-config", "--kafka-brokers=" + kafkaL.Addr().String(), "--topics=t",
+		"--redis-mode=cluster", "--redis-addrs=" + redisL.Addr().String(), "--redis-username=cw-node"},
+		func(string) string { return "" }, &out)
+	if code != 0 || !strings.Contains(out.String(), "configuration OK") {
+		t.Fatalf("--check-config exited %d: %s", code, out.String())
+	}
+	for name, l := range map[string]net.Listener{"Kafka": kafkaL, "Redis": redisL} {
+		if first := firstConnection(t, l); first != "marker" {
+			t.Errorf("--check-config connected to %s (first bytes %q)", name, first)
+		}
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// firstConnection connects to l itself, sending "marker", then returns the first bytes of the
+// oldest connection l has queued: "marker" unless someone else connected first.
+func firstConnection(t *testing.T, l net.Listener) string {
+	t.Helper()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 6)
+	n, _ := io.ReadFull(s, buf)
+	return string(buf[:n])
 }

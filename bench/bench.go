@@ -26,7 +26,7 @@ import (
 
 	"github.com/cachewire/cachewire/client"
 	"github.com/cachewire/cachewire/embedded"
-	"github.com/cachewire/cachewire/internal/testenv"
+	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 	"github.com/cachewire/cachewire/node"
@@ -140,7 +140,7 @@ func (r *runner) name(base string) string {
 func (r *runner) cluster(ctx context.Context, nodes, partitions int) (*embedded.Cluster, error) {
 	topic := r.name("events")
 	if len(r.cfg.Brokers) > 0 {
-		if err := testenv.CreateTopic(ctx, r.cfg.Brokers, topic, partitions); err != nil {
+		if err := topics.Create(ctx, r.cfg.Brokers, topics.Spec{Name: topic, Partitions: partitions}); err != nil {
 			return nil, err
 		}
 	}
@@ -156,7 +156,7 @@ func (r *runner) kafkaFor(partitions int, topic string) (brokers []string, stop 
 	if len(r.cfg.Brokers) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return r.cfg.Brokers, func() {}, testenv.CreateTopic(ctx, r.cfg.Brokers, topic, partitions)
+		return r.cfg.Brokers, func() {}, topics.Create(ctx, r.cfg.Brokers, topics.Spec{Name: topic, Partitions: partitions})
 	}
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(partitions), topic))
 	if err != nil {

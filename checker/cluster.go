@@ -25,11 +25,20 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cachewire/cachewire/client"
-	"github.com/cachewire/cachewire/internal/testenv"
+	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/node"
 	"github.com/cachewire/cachewire/redistier"
 	"github.com/cachewire/cachewire/writer"
+)
+
+// The variables that name real servers, the same ones the tests read (internal/testenv; a test
+// checks that they agree).
+const (
+	EnvKafka    = "CACHEWIRE_TEST_KAFKA"
+	EnvRedis    = "CACHEWIRE_TEST_REDIS"
+	EnvKafkaCtl = "CACHEWIRE_TEST_KAFKA_CTL"
+	EnvRedisCtl = "CACHEWIRE_TEST_REDIS_CTL"
 )
 
 // Env names the Kafka and Redis a Cluster runs on. Empty fields mean in-process ones.
@@ -45,11 +54,11 @@ type Env struct {
 // (CACHEWIRE_TEST_KAFKA, CACHEWIRE_TEST_REDIS, CACHEWIRE_TEST_KAFKA_CTL, CACHEWIRE_TEST_REDIS_CTL).
 func EnvFromTestEnv() Env {
 	var e Env
-	if b := os.Getenv(testenv.EnvKafka); b != "" {
+	if b := os.Getenv(EnvKafka); b != "" {
 		e.Brokers = strings.Split(b, ",")
 	}
-	e.RedisAddr = os.Getenv(testenv.EnvRedis)
-	e.KafkaCtl, e.RedisCtl = os.Getenv("CACHEWIRE_TEST_KAFKA_CTL"), os.Getenv("CACHEWIRE_TEST_REDIS_CTL")
+	e.RedisAddr = os.Getenv(EnvRedis)
+	e.KafkaCtl, e.RedisCtl = os.Getenv(EnvKafkaCtl), os.Getenv(EnvRedisCtl)
 	return e
 }
 
@@ -125,7 +134,7 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 			return c, err
 		}
 		c.env.Brokers = c.kfake.ListenAddrs()
-	} else if err := testenv.CreateTopic(ctx, env.Brokers, c.topic, cfg.Partitions); err != nil {
+	} else if err := topics.Create(ctx, env.Brokers, topics.Spec{Name: c.topic, Partitions: cfg.Partitions}); err != nil {
 		return c, err
 	}
 	if env.RedisAddr == "" {

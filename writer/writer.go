@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/cachewire/cachewire/internal/grpcdrain"
+	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
@@ -312,28 +313,18 @@ func (w *Writer) Start() error {
 func (w *Writer) ensureTopic() error {
 	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
 	defer cancel()
-	tr := &kafka.Transport{DialTimeout: 3 * time.Second}
-	defer tr.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(w.cfg.Brokers...), Timeout: 5 * time.Second, Transport: tr}
-	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{w.cfg.Topic}})
-	if err != nil {
+	_, err := topics.Partitions(ctx, w.cfg.Brokers, w.cfg.Topic)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, topics.ErrNotFound):
 		w.log.Warn("Kafka unreachable at start-up; writes are kept in the outbox until it is back", "err", err)
 		return nil
-	}
-	if len(md.Topics) == 1 && md.Topics[0].Error == nil {
-		return nil
-	}
-	if !w.cfg.CreateTopic {
+	case !w.cfg.CreateTopic:
 		return fmt.Errorf("writer: topic %q does not exist and --create-topic is off", w.cfg.Topic)
 	}
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: w.cfg.Topic, NumPartitions: w.cfg.TopicPartitions, ReplicationFactor: w.cfg.TopicReplication,
-	}}})
-	if err == nil {
-		err = resp.Errors[w.cfg.Topic]
-	}
-	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("writer: create topic %q: %w", w.cfg.Topic, err)
+	if err := topics.Create(ctx, w.cfg.Brokers, topics.Spec{Name: w.cfg.Topic, Partitions: w.cfg.TopicPartitions, Replication: w.cfg.TopicReplication}); err != nil {
+		return fmt.Errorf("writer: %w", err)
 	}
 	w.log.Info("created topic", "topic", w.cfg.Topic, "partitions", w.cfg.TopicPartitions, "replication", w.cfg.TopicReplication)
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -94,36 +95,7 @@ func (k *Kafka) CreateTopic(t testing.TB, base string, partitions int) string {
 // CreateTopic creates topic with the given partitions (replication factor 1) and waits until the
 // metadata shows all of them with leaders.
 func CreateTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
-	client := newClient(brokers)
-	defer client.Transport.(*kafka.Transport).CloseIdleConnections()
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
-	}}})
-	if err != nil {
-		return fmt.Errorf("create topic %q: %w", topic, err)
-	}
-	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %q: %w", topic, err)
-	}
-	for {
-		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions {
-			ready := true
-			for _, p := range md.Topics[0].Partitions {
-				if p.Error != nil || p.Leader.Host == "" {
-					ready = false
-				}
-			}
-			if ready {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("topic %q: partitions not ready: %w (last metadata error: %v)", topic, ctx.Err(), err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return topics.Create(ctx, brokers, topics.Spec{Name: topic, Partitions: partitions})
 }
 
 func (k *Kafka) deleteTopics(t testing.TB) {
@@ -132,9 +104,7 @@ func (k *Kafka) deleteTopics(t testing.TB) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client := newClient(k.Brokers)
-	defer client.Transport.(*kafka.Transport).CloseIdleConnections()
-	if _, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: k.topics}); err != nil {
+	if err := topics.Delete(ctx, k.Brokers, k.topics...); err != nil {
 		t.Logf("testenv: delete topics %v: %v", k.topics, err)
 	}
 }

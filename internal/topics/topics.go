@@ -1,0 +1,138 @@
+// Package topics administers Kafka topics for cachewire's programs and tests: create a topic
+// and wait until every partition has a leader, describe one, delete some. It is the one place
+// that talks Kafka's admin protocol (kafka-go's Client), so that no binary needs the test
+// helpers to create its topic.
+//
+//	err := topics.Create(ctx, brokers, topics.Spec{Name: "cachewire.users", Partitions: 3})
+//	n, err := topics.Partitions(ctx, brokers, "cachewire.users") // ErrNotFound if missing
+//
+// Every call uses a transport of its own and closes it, so nothing is left running.
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// ErrNotFound is returned by Partitions when the topic does not exist.
+var ErrNotFound = errors.New("topics: topic does not exist")
+
+// Spec describes a topic to create.
+type Spec struct {
+	// Name of the topic. Required.
+	Name string
+	// Partitions; if zero, 1.
+	Partitions int
+	// Replication factor; if zero, 1.
+	Replication int
+	// Configs are topic-level settings (min.insync.replicas, max.message.bytes, ...).
+	Configs map[string]string
+}
+
+// client returns a kafka-go client with a transport of its own, and the function that closes its
+// connections (the default transport is shared process-wide and never closes).
+func client(brokers []string) (*kafka.Client, func()) {
+	tr := &kafka.Transport{DialTimeout: 3 * time.Second}
+	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}, tr.CloseIdleConnections
+}
+
+// Create creates the topic unless it exists, then waits until the metadata shows every partition
+// with a leader, or ctx ends. A topic that already exists is not an error (its partition count is
+// then whatever it has).
+func Create(ctx context.Context, brokers []string, s Spec) error {
+	if s.Partitions == 0 {
+		s.Partitions = 1
+	}
+	if s.Replication == 0 {
+		s.Replication = 1
+	}
+	c, done := client(brokers)
+	defer done()
+	tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: s.Replication}
+	for k, v := range s.Configs {
+		tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
+	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{tc}})
+	if err == nil {
+		err = resp.Errors[s.Name]
+	}
+	exists := errors.Is(err, kafka.TopicAlreadyExists)
+	if err != nil && !exists {
+		return fmt.Errorf("topics: create %q: %w", s.Name, err)
+	}
+	want := s.Partitions
+	if exists {
+		want = 0 // whatever it has
+	}
+	return wait(ctx, c, s.Name, want)
+}
+
+// wait polls the metadata until topic has want partitions (any number when want is 0), each with
+// a leader.
+func wait(ctx context.Context, c *kafka.Client, topic string, want int) error {
+	for {
+		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) > 0 &&
+			(want == 0 || len(md.Topics[0].Partitions) == want) {
+			ready := true
+			for _, p := range md.Topics[0].Partitions {
+				if p.Error != nil || p.Leader.Host == "" {
+					ready = false
+				}
+			}
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topics: %q: partitions not ready: %w (last metadata error: %v)", topic, ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Partitions returns how many partitions topic has: ErrNotFound when it does not exist, another
+// error when Kafka cannot be asked.
+func Partitions(ctx context.Context, brokers []string, topic string) (int, error) {
+	c, done := client(brokers)
+	defer done()
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("topics: describe %q: %w", topic, err)
+	}
+	if len(md.Topics) != 1 {
+		return 0, fmt.Errorf("topics: describe %q: %d topics in the answer", topic, len(md.Topics))
+	}
+	if err := md.Topics[0].Error; err != nil {
+		if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			return 0, fmt.Errorf("%w: %q", ErrNotFound, topic)
+		}
+		return 0, fmt.Errorf("topics: describe %q: %w", topic, err)
+	}
+	return len(md.Topics[0].Partitions), nil
+}
+
+// Delete deletes topics; ones that do not exist are not an error.
+func Delete(ctx context.Context, brokers []string, names ...string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	c, done := client(brokers)
+	defer done()
+	resp, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: names})
+	if err != nil {
+		return fmt.Errorf("topics: delete %v: %w", names, err)
+	}
+	var errs []error
+	for name, e := range resp.Errors {
+		if e != nil && !errors.Is(e, kafka.UnknownTopicOrPartition) {
+			errs = append(errs, fmt.Errorf("topics: delete %q: %w", name, e))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"testing/synctest"
@@ -220,7 +221,7 @@ func TestLoadRacingAnL1Reset(t *testing.T) {
 func TestNotFoundBelowMinVersionIsNeverServed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBareNode(t, lru.Config{})
-		b.l2.FillMissing(nil, b.l2.BeginFill(nil, "key-1"), "key-1", 0)
+		b.l2.FillMissing(context.Background(), b.l2.BeginFill(context.Background(), "key-1"), "key-1", 0)
 		plain := b.startGet("key-1", 0)
 		synctest.Wait()
 		if r := recv(t, plain); r.err != nil || r.r.found || r.r.tier != pb.Tier_TIER_L2 {
@@ -250,7 +251,7 @@ func TestFillRacingARedisWipe(t *testing.T) {
 		del := invalidation.Event{Key: "k", Version: 4, Op: invalidation.OpDelete}
 		b.origin.del("k", 4)
 		b.applyL1(del)
-		b.l2.Apply(nil, &del, invalidation.RefreshHeld)
+		b.l2.Apply(context.Background(), &del, invalidation.RefreshHeld)
 		b.l2.wipe()
 		b.origin.releaseAt(0)
 		synctest.Wait()

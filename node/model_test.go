@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -183,7 +184,7 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 				mu.Lock()
 				l2Pos++
 				mu.Unlock()
-				b.l2.Apply(nil, &e, policy)
+				b.l2.Apply(context.Background(), &e, policy)
 				note("step %d: L2 applies %s@%d", step, e.Key, e.Version)
 			}
 		case x < 70: // a read: plain, or with the version last written (read-your-writes)

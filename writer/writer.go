@@ -766,15 +766,14 @@ func (w *Writer) Shutdown(ctx context.Context) error {
 	if !w.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	w.life.Lock() // wait for a Start in progress
-	w.life.Unlock()
+	gs, hs, hts := w.built() // after a Start in progress
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.ShutdownTimeout)
 	defer cancel()
-	if w.health != nil {
-		w.health.Shutdown()
+	if hs != nil {
+		hs.Shutdown()
 	}
-	if w.grpc != nil {
-		if err := grpcdrain.GracefulStop(ctx, w.grpc); err != nil {
+	if gs != nil {
+		if err := grpcdrain.GracefulStop(ctx, gs); err != nil {
 			w.log.Warn("shutdown: " + err.Error())
 		}
 	}
@@ -795,8 +794,8 @@ func (w *Writer) Shutdown(ctx context.Context) error {
 	if d := w.depth.Load(); d > 0 {
 		w.log.Warn("shutting down with an unpublished outbox; the next start publishes it", "rows", d)
 	}
-	if w.http != nil {
-		_ = w.http.Shutdown(ctx)
+	if hts != nil {
+		_ = hts.Shutdown(ctx)
 	}
 	return w.stop()
 }
@@ -806,16 +805,22 @@ func (w *Writer) Close() error {
 	if !w.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	w.cancel()    // cuts short a Start still looking for the topic
-	w.life.Lock() // and waits for it
-	w.life.Unlock()
-	if w.grpc != nil {
-		w.grpc.Stop()
+	w.cancel()              // cuts short a Start still looking for the topic
+	gs, _, hts := w.built() // and waits for it
+	if gs != nil {
+		gs.Stop()
 	}
-	if w.http != nil {
-		_ = w.http.Close()
+	if hts != nil {
+		_ = hts.Close()
 	}
 	return w.stop()
+}
+
+// built returns the servers Start built, once no Start is running.
+func (w *Writer) built() (*grpc.Server, *health.Server, *http.Server) {
+	w.life.Lock()
+	defer w.life.Unlock()
+	return w.grpc, w.health, w.http
 }
 
 func (w *Writer) stop() error {

@@ -211,6 +211,7 @@ func (c *cluster) startNode(withOrigin bool, extra ...string) *nodeProc {
 	args := []string{
 		"--kafka-brokers", c.kafka.Brokers[0], "--topics", c.topic, "--group-id", c.group,
 		"--redis-addrs", c.redis.Addr, "--redis-prefix", c.redis.Prefix, "--log-level", "debug",
+		"--drain-delay", "0s", // tests that need one pass it again
 	}
 	if withOrigin {
 		args = append(args, "--origin-addr", c.origin.addr)

@@ -74,6 +74,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long Shutdown waits for requests in flight. If zero, it defaults
 	// to 10 seconds.
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long Shutdown reports NOT_SERVING (gRPC health, /readyz 503) while still
+	// serving, so that load balancers and readiness probes take the node out first. Zero: no
+	// delay (cachenode's --drain-delay defaults to 5 s).
+	DrainDelay time.Duration
 	// L2WatchInterval is how often the node reads the L2 group's committed offsets to decide
 	// whether Redis has caught up with what L1 applied. If zero, it defaults to 200 ms.
 	L2WatchInterval time.Duration
@@ -148,8 +152,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("node: loader timeout %v must be shorter than the L2 tombstone TTL %v", c.LoaderTimeout, c.L2.TombstoneTTL)
 	case c.MaxBatch < 0 || c.MaxInFlight < 0 || c.MaxRecvMsgBytes < 0:
 		return errors.New("node: MaxBatch, MaxInFlight and MaxRecvMsgBytes must not be negative")
-	case c.MaxStaleness < 0 || c.LoaderTimeout < 0:
-		return errors.New("node: MaxStaleness and LoaderTimeout must not be negative")
+	case c.MaxStaleness < 0 || c.LoaderTimeout < 0 || c.DrainDelay < 0:
+		return errors.New("node: MaxStaleness, LoaderTimeout and DrainDelay must not be negative")
 	}
 	return nil
 }

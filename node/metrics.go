@@ -19,11 +19,15 @@ type metrics struct {
 	resets       prometheus.Counter
 	applyLatency prometheus.Histogram
 	staleReads   prometheus.Counter
-	requests     *prometheus.CounterVec // method, code
-	latency      *prometheus.HistogramVec
 	rejected     prometheus.Counter
 	retries      prometheus.Counter
 	l2Epochs     prometheus.Counter
+
+	// Label sets of the hot path, bound once.
+	l1Hit, l1Miss, l2Hit, l2Miss, l2Behind prometheus.Counter
+	loadFound, loadNotFound, loadError     prometheus.Counter
+	staleFillL1, staleFillL2               prometheus.Counter
+	evApplied, evIgnored, evInvalid        prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -51,13 +55,6 @@ func newMetrics(n *Node) *metrics {
 	m.staleReads = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cachewire_stale_reads_total", Help: "Reads answered with stale=true (freshness beyond max_staleness and no origin).",
 	})
-	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "cachewire_grpc_requests_total", Help: "gRPC requests by method and status code.",
-	}, []string{"method", "code"})
-	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "cachewire_grpc_request_duration_seconds", Help: "gRPC request latency by method.",
-		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
-	}, []string{"method"})
 	m.rejected = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cachewire_requests_rejected_total", Help: "Requests refused with ResourceExhausted because max_in_flight was reached.",
 	})
@@ -68,9 +65,14 @@ func newMetrics(n *Node) *metrics {
 		Name: "cachewire_l2_epochs_total", Help: "New L2 epochs seen: Redis lost what it held (restart, flush) or is another server process (failover).",
 	})
 	for _, c := range []prometheus.Collector{m.tierReads, m.loads, m.staleFills, m.events, m.resets, m.applyLatency,
-		m.staleReads, m.requests, m.latency, m.rejected, m.retries, m.l2Epochs} {
+		m.staleReads, m.rejected, m.retries, m.l2Epochs} {
 		f(c)
 	}
+	m.l1Hit, m.l1Miss = m.tierReads.WithLabelValues("l1", "hit"), m.tierReads.WithLabelValues("l1", "miss")
+	m.l2Hit, m.l2Miss, m.l2Behind = m.tierReads.WithLabelValues("l2", "hit"), m.tierReads.WithLabelValues("l2", "miss"), m.tierReads.WithLabelValues("l2", "behind")
+	m.loadFound, m.loadNotFound, m.loadError = m.loads.WithLabelValues("found"), m.loads.WithLabelValues("not_found"), m.loads.WithLabelValues("error")
+	m.staleFillL1, m.staleFillL2 = m.staleFills.WithLabelValues("l1"), m.staleFills.WithLabelValues("l2")
+	m.evApplied, m.evIgnored, m.evInvalid = m.events.WithLabelValues("applied"), m.events.WithLabelValues("ignored"), m.events.WithLabelValues("invalid")
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "cachewire_shared_loads_total", Help: "Reads that joined a load of their key that another read had started.",
 	}, func() float64 { return float64(n.flight.joined.Load()) }))
@@ -142,7 +144,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descL2Group, prometheus.CounterValue, float64(n.group.Stats().Events))
 	}
 	ready := 0.0
-	if n.ready.Load() && !n.draining.Load() {
+	if n.Ready() {
 		ready = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)

@@ -5,22 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
-	"github.com/cachewire/cachewire/internal/grpcdrain"
+	"github.com/cachewire/cachewire/internal/serving"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
@@ -44,11 +37,7 @@ type Node struct {
 	pub   *invalidation.Publisher
 	m     *metrics
 
-	grpc   *grpc.Server
-	health *health.Server
-	http   *http.Server
-	glis   net.Listener
-	hlis   net.Listener
+	srv *serving.Server // built by Start
 
 	ctx    context.Context // the node's lifetime
 	cancel context.CancelFunc
@@ -56,11 +45,11 @@ type Node struct {
 	flight *flight
 	sem    chan struct{}
 
-	ready    atomic.Bool
-	readyCh  chan struct{} // closed once ready is set
-	draining atomic.Bool
-	started  atomic.Bool
-	closed   atomic.Bool
+	ready   atomic.Bool
+	readyCh chan struct{} // closed once ready is set
+	started atomic.Bool
+	closed  atomic.Bool
+	srvMu   sync.Mutex
 
 	loads, staleReads atomic.Uint64
 	applied, ignored  atomic.Uint64
@@ -135,7 +124,7 @@ func New(cfg Config) (*Node, error) {
 	n.sub, err = invalidation.NewSubscriber(invalidation.SubscriberConfig{
 		Brokers: cfg.Brokers, Topics: cfg.Topics, Limits: cfg.Limits, Logger: n.log,
 		MaxWait: cfg.SubscriberMaxWait, Dialer: dialer,
-		OnInvalid: func(string, int, int64, error) { n.m.events.WithLabelValues("invalid").Inc() },
+		OnInvalid: func(string, int, int64, error) { n.m.evInvalid.Inc() },
 		Sink:      invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
 	})
 	if err != nil {
@@ -155,8 +144,8 @@ func (n *Node) applyEvents(_ string, _ int, events []invalidation.Event) {
 	applied, ignored := n.l1.ApplyBatch(events, n.cfg.Policy)
 	n.applied.Add(uint64(applied))
 	n.ignored.Add(uint64(ignored))
-	n.m.events.WithLabelValues("applied").Add(float64(applied))
-	n.m.events.WithLabelValues("ignored").Add(float64(ignored))
+	n.m.evApplied.Add(float64(applied))
+	n.m.evIgnored.Add(float64(ignored))
 	now := time.Now()
 	for i := range events {
 		if t := events[i].CommittedAt; !t.IsZero() {
@@ -183,27 +172,28 @@ func (n *Node) Start() error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("node: Start called twice")
 	}
-	var err error
-	if n.glis, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
-		return fmt.Errorf("node: gRPC listen on %s: %w", n.cfg.GRPCAddr, err)
+	srv, err := serving.New(serving.Config{
+		Name: "node", GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr, Pprof: n.cfg.Pprof,
+		MaxRecvMsgBytes: n.cfg.MaxRecvMsgBytes, Registry: n.m.reg, Logger: n.log,
+		Register:     func(g *grpc.Server) { pb.RegisterCacheServiceServer(g, &service{n: n}) },
+		Interceptors: []grpc.UnaryServerInterceptor{n.limit},
+		Ready: func() (bool, string) {
+			if !n.ready.Load() {
+				return false, "not yet positioned at the log end"
+			}
+			return true, ""
+		},
+		DrainDelay: n.cfg.DrainDelay, ShutdownTimeout: n.cfg.ShutdownTimeout,
+	})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
-	if n.cfg.HTTPAddr != "-" {
-		if n.hlis, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
-			n.glis.Close()
-			return fmt.Errorf("node: HTTP listen on %s: %w", n.cfg.HTTPAddr, err)
-		}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
-
-	n.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(n.cfg.MaxRecvMsgBytes),
-		grpc.ChainUnaryInterceptor(n.observe, n.limit),
-	)
-	pb.RegisterCacheServiceServer(n.grpc, &service{n: n})
-	n.health = health.NewServer()
-	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	n.health.SetServingStatus(pb.CacheService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(n.grpc, n.health)
-	reflection.Register(n.grpc)
+	n.srvMu.Lock()
+	n.srv = srv
+	n.srvMu.Unlock()
 
 	n.goRun("subscriber", func() error { return n.sub.Run(n.ctx) })
 	if n.group != nil {
@@ -217,24 +207,11 @@ func (n *Node) Start() error {
 		case <-n.sub.Ready():
 			n.ready.Store(true)
 			close(n.readyCh)
-			if !n.draining.Load() {
-				n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-				n.health.SetServingStatus(pb.CacheService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-			}
+			srv.SetServing(true)
 			n.log.Info("positioned at the log end of every partition: serving", "partitions", len(n.sub.Partitions()))
 		case <-n.ctx.Done():
 		}
 	}()
-	n.goRun("grpc server", func() error { return n.grpc.Serve(n.glis) })
-	if n.hlis != nil {
-		n.http = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
-		n.goRun("http server", func() error {
-			if err := n.http.Serve(n.hlis); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-	}
 	l2 := "disabled"
 	if n.l2 != nil {
 		l2 = fmt.Sprint(n.cfg.L2.Addrs)
@@ -242,6 +219,12 @@ func (n *Node) Start() error {
 	n.log.Info("cache node started", "grpc", n.GRPCAddr(), "http", n.HTTPAddr(), "topics", n.cfg.Topics,
 		"brokers", n.cfg.Brokers, "l2", l2, "origin", n.cfg.Loader != nil, "max_staleness", n.cfg.MaxStaleness)
 	return nil
+}
+
+func (n *Node) server() *serving.Server {
+	n.srvMu.Lock()
+	defer n.srvMu.Unlock()
+	return n.srv
 }
 
 func (n *Node) goRun(name string, f func() error) {
@@ -256,16 +239,16 @@ func (n *Node) goRun(name string, f func() error) {
 
 // GRPCAddr returns the address gRPC listens on (after Start), or the configured one.
 func (n *Node) GRPCAddr() string {
-	if n.glis != nil {
-		return n.glis.Addr().String()
+	if srv := n.server(); srv != nil {
+		return srv.GRPCAddr()
 	}
 	return n.cfg.GRPCAddr
 }
 
 // HTTPAddr returns the address HTTP listens on (after Start), or "" when disabled.
 func (n *Node) HTTPAddr() string {
-	if n.hlis != nil {
-		return n.hlis.Addr().String()
+	if srv := n.server(); srv != nil {
+		return srv.HTTPAddr()
 	}
 	return ""
 }
@@ -275,7 +258,7 @@ func (n *Node) HTTPAddr() string {
 func (n *Node) WaitReady(ctx context.Context) error {
 	select {
 	case <-n.readyCh:
-		if n.draining.Load() {
+		if n.closed.Load() {
 			return ErrClosed
 		}
 		return nil
@@ -290,56 +273,19 @@ func (n *Node) WaitReady(ctx context.Context) error {
 // repair (offset out of range, topic recreated).
 func (n *Node) Resets() uint64 { return n.sub.Stats().Resets }
 
-// Ready reports whether the node is positioned and serving.
-func (n *Node) Ready() bool { return n.ready.Load() && !n.draining.Load() }
+// Ready reports whether the node is positioned and serving (not shutting down).
+func (n *Node) Ready() bool { return n.ready.Load() && !n.closed.Load() }
 
-func (n *Node) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case n.draining.Load():
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		case !n.ready.Load():
-			http.Error(w, "not yet positioned at the log end", http.StatusServiceUnavailable)
-		default:
-			_, _ = w.Write([]byte("ready\n"))
-		}
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(n.m.reg, promhttp.HandlerOpts{}))
-	if n.cfg.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return mux
-}
-
-// Shutdown reports NOT_SERVING, lets requests in flight finish (bounded by ctx and
-// ShutdownTimeout), then stops everything. Later calls return ErrClosed.
+// Shutdown reports NOT_SERVING and keeps serving for DrainDelay, then lets requests in flight
+// finish (bounded by ctx and ShutdownTimeout), then stops everything. Later calls return
+// ErrClosed.
 func (n *Node) Shutdown(ctx context.Context) error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	n.draining.Store(true)
-	if n.health != nil {
-		n.health.Shutdown() // every service NOT_SERVING
-	}
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShutdownTimeout)
-	defer cancel()
 	var err error
-	if n.grpc != nil {
-		if err = grpcdrain.GracefulStop(ctx, n.grpc); err != nil {
-			err = fmt.Errorf("node: %w", err)
-		}
-	}
-	if n.http != nil {
-		_ = n.http.Shutdown(ctx)
+	if srv := n.server(); srv != nil {
+		err = srv.Shutdown(ctx)
 	}
 	return errors.Join(err, n.stop())
 }
@@ -349,12 +295,8 @@ func (n *Node) Close() error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	n.draining.Store(true)
-	if n.grpc != nil {
-		n.grpc.Stop()
-	}
-	if n.http != nil {
-		_ = n.http.Close()
+	if srv := n.server(); srv != nil {
+		_ = srv.Close()
 	}
 	return n.stop()
 }

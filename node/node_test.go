@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -461,7 +462,8 @@ func TestBeyondMaxStalenessReadsGoToTheOrigin(t *testing.T) {
 
 func TestHealthAndReadiness(t *testing.T) {
 	h := newHarness(t)
-	n := h.start(nil)
+	h.origin.put("k", 1, "v")
+	n := h.start(func(c *Config) { c.DrainDelay = time.Minute })
 	ctx := ctxT(t)
 	resp, err := n.health.Check(ctx, &healthpb.HealthCheckRequest{Service: pb.CacheService_ServiceDesc.ServiceName})
 	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
@@ -473,9 +475,26 @@ func TestHealthAndReadiness(t *testing.T) {
 	if code, body := httpGet(t, "http://"+n.HTTPAddr()+"/metrics"); code != 200 || !strings.Contains(body, "cachewire_partition_freshness_seconds") {
 		t.Fatalf("/metrics = %d without the freshness gauge", code)
 	}
-	n.draining.Store(true) // what Shutdown does first
+	// Shutdown first reports NOT_SERVING for the drain delay, while requests still succeed.
+	sctx, cancel := context.WithCancel(context.Background())
+	shut := make(chan error, 1)
+	go func() { shut <- n.Shutdown(sctx) }()
+	testenv.WaitFor(t, 10*time.Second, func() string {
+		resp, err := n.health.Check(ctx, &healthpb.HealthCheckRequest{Service: pb.CacheService_ServiceDesc.ServiceName})
+		if err != nil || resp.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+			return fmt.Sprintf("health during the drain delay = %v, %v; want NOT_SERVING", resp, err)
+		}
+		return ""
+	})
 	if code, _ := httpGet(t, "http://"+n.HTTPAddr()+"/readyz"); code != 503 {
 		t.Fatalf("/readyz while draining = %d, want 503", code)
+	}
+	if r, err := n.client.Get(ctx, &pb.GetRequest{Key: "k"}); err != nil || r.Version != 1 {
+		t.Fatalf("Get during the drain delay: %v, %v; want it served", r, err)
+	}
+	cancel() // stop now: the delay ends early and nothing is waited for
+	if err := <-shut; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }
 
@@ -510,7 +529,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- n.Shutdown(context.Background()) }()
 	testenv.WaitFor(t, 10*time.Second, func() string {
-		if !n.draining.Load() {
+		if srv := n.server(); srv == nil || !srv.Draining() {
 			return "not draining"
 		}
 		return ""

@@ -136,10 +136,10 @@ func (n *Node) behind(key string, r loaded, minVersion uint64) error {
 func (n *Node) fromL1(key string, minVersion uint64, asOf time.Time) (loaded, bool) {
 	it, ok := n.l1.Get(key)
 	if !ok || it.Version < minVersion {
-		n.m.tierReads.WithLabelValues("l1", "miss").Inc()
+		n.m.l1Miss.Inc()
 		return loaded{}, false
 	}
-	n.m.tierReads.WithLabelValues("l1", "hit").Inc()
+	n.m.l1Hit.Inc()
 	return loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, freshAsOf: asOf}, true
 }
 
@@ -195,7 +195,7 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 	res, err := n.cfg.Loader.Load(ctx, key)
 	n.loads.Add(1)
 	if err != nil {
-		n.m.loads.WithLabelValues("error").Inc()
+		n.m.loadError.Inc()
 		if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
 			return loaded{}, ctx.Err()
 		}
@@ -203,11 +203,11 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 	}
 	now := time.Now()
 	if !res.Found {
-		n.m.loads.WithLabelValues("not_found").Inc()
+		n.m.loadNotFound.Inc()
 		n.fillMissing(ctx, key, res.Version, tok, l2tok)
 		return loaded{version: res.Version, tier: pb.Tier_TIER_ORIGIN, freshAsOf: now, tok: tok}, nil
 	}
-	n.m.loads.WithLabelValues("found").Inc()
+	n.m.loadFound.Inc()
 	n.fill(ctx, key, res.Version, res.Value, tok, l2tok)
 	return loaded{value: res.Value, version: res.Version, found: true, tier: pb.Tier_TIER_ORIGIN, freshAsOf: now, tok: tok}, nil
 }
@@ -221,7 +221,7 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 	}
 	if !n.l2Trusted(key) {
 		// Redis may be behind what this node already applied: do not serve from it.
-		n.m.tierReads.WithLabelValues("l2", "behind").Inc()
+		n.m.l2Behind.Inc()
 		return loaded{}, false
 	}
 	e, found, err := n.l2.Get(ctx, key)
@@ -230,7 +230,7 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 		return loaded{}, false
 	}
 	if !found || e.Version < minVersion {
-		n.m.tierReads.WithLabelValues("l2", "miss").Inc()
+		n.m.l2Miss.Inc()
 		return loaded{}, false
 	}
 	var ok bool
@@ -240,11 +240,11 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 		ok = n.l1.Fill(key, e.Version, e.Value, tok)
 	}
 	if !ok {
-		n.m.staleFills.WithLabelValues("l1").Inc()
-		n.m.tierReads.WithLabelValues("l2", "miss").Inc()
+		n.m.staleFillL1.Inc()
+		n.m.l2Miss.Inc()
 		return loaded{}, false
 	}
-	n.m.tierReads.WithLabelValues("l2", "hit").Inc()
+	n.m.l2Hit.Inc()
 	return loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, freshAsOf: asOf}, true
 }
 
@@ -252,12 +252,12 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 func (n *Node) fill(ctx context.Context, key string, version uint64, value []byte, tok lru.FillToken, l2tok redistier.FillToken) bool {
 	ok := n.l1.Fill(key, version, value, tok)
 	if !ok {
-		n.m.staleFills.WithLabelValues("l1").Inc()
+		n.m.staleFillL1.Inc()
 	}
 	if n.l2 != nil {
 		acc, err := n.l2.Fill(ctx, l2tok, key, version, value)
 		if err == nil && !acc {
-			n.m.staleFills.WithLabelValues("l2").Inc()
+			n.m.staleFillL2.Inc()
 			ok = false
 		}
 	}
@@ -266,11 +266,11 @@ func (n *Node) fill(ctx context.Context, key string, version uint64, value []byt
 
 func (n *Node) fillMissing(ctx context.Context, key string, version uint64, tok lru.FillToken, l2tok redistier.FillToken) {
 	if !n.l1.FillMissing(key, version, tok) {
-		n.m.staleFills.WithLabelValues("l1").Inc()
+		n.m.staleFillL1.Inc()
 	}
 	if n.l2 != nil {
 		if acc, err := n.l2.FillMissing(ctx, l2tok, key, version); err == nil && !acc {
-			n.m.staleFills.WithLabelValues("l2").Inc()
+			n.m.staleFillL2.Inc()
 		}
 	}
 }

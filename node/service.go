@@ -180,16 +180,6 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-// observe counts and times every request.
-func (n *Node) observe(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
-	n.m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
-	n.m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
-	return resp, err
-}
-
 // limit refuses requests beyond MaxInFlight with ResourceExhausted instead of queueing them
 // without bound. Health checks are never refused.
 func (n *Node) limit(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -3,7 +3,6 @@ package writer
 import (
 	"context"
 	"strconv"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -118,13 +117,4 @@ func (s *service) BatchGet(ctx context.Context, req *pb.OriginBatchGetRequest) (
 		}
 	}
 	return &pb.OriginBatchGetResponse{Responses: out}, nil
-}
-
-func (w *Writer) observe(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
-	w.m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
-	w.m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
-	return resp, err
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -15,14 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
-	"github.com/cachewire/cachewire/internal/grpcdrain"
+	"github.com/cachewire/cachewire/internal/serving"
 	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
@@ -72,6 +66,10 @@ type Config struct {
 	MaxBatch int
 	// ShutdownTimeout bounds draining at Shutdown. If zero, 10 seconds.
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long Shutdown reports NOT_SERVING (gRPC health, /readyz 503) while still
+	// serving, so that load balancers and readiness probes take the writer out first. Zero: no
+	// delay (cmd/writer's --drain-delay defaults to 5 s).
+	DrainDelay time.Duration
 	// Logger receives logs. If nil, slog.Default().
 	Logger *slog.Logger
 }
@@ -160,11 +158,7 @@ type Writer struct {
 	life    sync.Mutex // held by Start; Close and Shutdown take it to see what Start built
 	started bool
 
-	grpc   *grpc.Server
-	health *health.Server
-	http   *http.Server
-	glis   net.Listener
-	hlis   net.Listener
+	srv *serving.Server // built by Start
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -246,28 +240,19 @@ func (w *Writer) Start() error {
 	if err := w.ensureTopic(); err != nil {
 		return err
 	}
-	var err error
-	if w.glis, err = net.Listen("tcp", w.cfg.GRPCAddr); err != nil {
-		return fmt.Errorf("writer: gRPC listen on %s: %w", w.cfg.GRPCAddr, err)
+	srv, err := serving.New(serving.Config{
+		Name: "writer", GRPCAddr: w.cfg.GRPCAddr, HTTPAddr: w.cfg.HTTPAddr,
+		MaxRecvMsgBytes: w.cfg.Limits.MaxValueBytes + 64<<10, Registry: w.m.reg, Logger: w.log,
+		Register:   func(g *grpc.Server) { pb.RegisterWriterServiceServer(g, &service{w: w}) },
+		DrainDelay: w.cfg.DrainDelay, ShutdownTimeout: w.cfg.ShutdownTimeout,
+	})
+	if err != nil {
+		return fmt.Errorf("writer: %w", err)
 	}
-	if w.cfg.HTTPAddr != "-" {
-		if w.hlis, err = net.Listen("tcp", w.cfg.HTTPAddr); err != nil {
-			w.glis.Close()
-			return fmt.Errorf("writer: HTTP listen on %s: %w", w.cfg.HTTPAddr, err)
-		}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("writer: %w", err)
 	}
-	if w.closed.Load() { // Close ran meanwhile and waits for this lock: start nothing
-		w.glis.Close()
-		if w.hlis != nil {
-			w.hlis.Close()
-		}
-		return ErrClosed
-	}
-	w.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(w.cfg.Limits.MaxValueBytes+64<<10), grpc.ChainUnaryInterceptor(w.observe))
-	pb.RegisterWriterServiceServer(w.grpc, &service{w: w})
-	w.health = health.NewServer()
-	healthpb.RegisterHealthServer(w.grpc, w.health)
-	reflection.Register(w.grpc)
+	w.srv = srv
 
 	w.wg.Add(2)
 	go func() { defer w.wg.Done(); w.commitLoop() }()
@@ -276,34 +261,8 @@ func (w *Writer) Start() error {
 		w.wg.Add(1)
 		go func() { defer w.wg.Done(); w.deadLetterLoop() }()
 	}
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		if err := w.grpc.Serve(w.glis); err != nil {
-			w.log.Error("gRPC server stopped", "err", err)
-		}
-	}()
-	if w.hlis != nil {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) { _, _ = rw.Write([]byte("ok\n")) })
-		mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
-			if w.closed.Load() {
-				http.Error(rw, "shutting down", http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = rw.Write([]byte("ready\n"))
-		})
-		mux.Handle("/metrics", promhttp.HandlerFor(w.m.reg, promhttp.HandlerOpts{}))
-		w.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			if err := w.http.Serve(w.hlis); !errors.Is(err, http.ErrServerClosed) {
-				w.log.Error("HTTP server stopped", "err", err)
-			}
-		}()
-	}
-	w.log.Info("writer started", "grpc", w.GRPCAddr(), "http", w.HTTPAddr(), "db", w.cfg.DBPath,
+	srv.SetServing(true)
+	w.log.Info("writer started", "grpc", srv.GRPCAddr(), "http", srv.HTTPAddr(), "db", w.cfg.DBPath,
 		"topic", w.cfg.Topic, "brokers", w.cfg.Brokers, "outbox_depth", w.depth.Load())
 	return nil
 }
@@ -734,16 +693,16 @@ func (w *Writer) waitPublished(ctx context.Context, v uint64) bool {
 
 // GRPCAddr returns the gRPC address (after Start, the bound one).
 func (w *Writer) GRPCAddr() string {
-	if w.glis != nil {
-		return w.glis.Addr().String()
+	if srv := w.built(); srv != nil {
+		return srv.GRPCAddr()
 	}
 	return w.cfg.GRPCAddr
 }
 
 // HTTPAddr returns the HTTP address after Start, or "".
 func (w *Writer) HTTPAddr() string {
-	if w.hlis != nil {
-		return w.hlis.Addr().String()
+	if srv := w.built(); srv != nil {
+		return srv.HTTPAddr()
 	}
 	return ""
 }
@@ -766,17 +725,15 @@ func (w *Writer) Shutdown(ctx context.Context) error {
 	if !w.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	gs, hs, hts := w.built() // after a Start in progress
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.ShutdownTimeout)
-	defer cancel()
-	if hs != nil {
-		hs.Shutdown()
-	}
-	if gs != nil {
-		if err := grpcdrain.GracefulStop(ctx, gs); err != nil {
+	srv := w.built() // after a Start in progress
+	if srv != nil {
+		// NOT_SERVING for the drain delay, then the requests in flight finish.
+		if err := srv.Shutdown(ctx); err != nil {
 			w.log.Warn("shutdown: " + err.Error())
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.ShutdownTimeout)
+	defer cancel()
 	// Give the relay a chance to drain the outbox.
 	for w.depth.Load() > 0 && ctx.Err() == nil {
 		select {
@@ -794,9 +751,7 @@ func (w *Writer) Shutdown(ctx context.Context) error {
 	if d := w.depth.Load(); d > 0 {
 		w.log.Warn("shutting down with an unpublished outbox; the next start publishes it", "rows", d)
 	}
-	if hts != nil {
-		_ = hts.Shutdown(ctx)
-	}
+
 	return w.stop()
 }
 
@@ -805,22 +760,19 @@ func (w *Writer) Close() error {
 	if !w.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	w.cancel()              // cuts short a Start still looking for the topic
-	gs, _, hts := w.built() // and waits for it
-	if gs != nil {
-		gs.Stop()
-	}
-	if hts != nil {
-		_ = hts.Close()
+	w.cancel()       // cuts short a Start still looking for the topic
+	srv := w.built() // and waits for it
+	if srv != nil {
+		_ = srv.Close()
 	}
 	return w.stop()
 }
 
-// built returns the servers Start built, once no Start is running.
-func (w *Writer) built() (*grpc.Server, *health.Server, *http.Server) {
+// built returns the serving surface Start built, once no Start is running.
+func (w *Writer) built() *serving.Server {
 	w.life.Lock()
 	defer w.life.Unlock()
-	return w.grpc, w.health, w.http
+	return w.srv
 }
 
 func (w *Writer) stop() error {
@@ -845,8 +797,6 @@ type metrics struct {
 	batchSize      prometheus.Histogram
 	waitTimeouts   prometheus.Counter
 	deadLettered   prometheus.Counter
-	requests       *prometheus.CounterVec
-	latency        *prometheus.HistogramVec
 }
 
 func newMetrics(w *Writer) *metrics {
@@ -864,16 +814,13 @@ func newMetrics(w *Writer) *metrics {
 		Help: "Writes that returned published=false because Kafka did not ack in time."})
 	m.deadLettered = prometheus.NewCounter(prometheus.CounterOpts{Name: "cachewire_writer_outbox_dead_lettered_total",
 		Help: "Outbox rows that could never be published (undecodable, invalid, refused by Kafka), moved out of the outbox."})
-	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cachewire_grpc_requests_total", Help: "gRPC requests by method and code."}, []string{"method", "code"})
-	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cachewire_grpc_request_duration_seconds", Help: "gRPC request latency by method.",
-		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18)}, []string{"method"})
 	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cachewire_writer_outbox_depth", Help: "Committed changes not yet acked by Kafka."},
 		func() float64 { return float64(w.depth.Load()) })
 	dead := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cachewire_writer_outbox_dead_rows",
 		Help: "Dead-lettered outbox rows held in the outbox_dead bucket (without a dead-letter topic, all of them)."},
 		func() float64 { return float64(w.deadRows.Load()) })
 	for _, c := range []prometheus.Collector{m.writes, m.published, m.publishErrors, m.publishLatency, m.relayBatch, m.batchSize,
-		m.waitTimeouts, m.deadLettered, m.requests, m.latency, depth, dead,
+		m.waitTimeouts, m.deadLettered, depth, dead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		m.reg.MustRegister(c)
 	}

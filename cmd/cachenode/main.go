@@ -7,7 +7,8 @@
 //
 // Every flag can also be set through the environment: --kafka-brokers as CACHEWIRE_KAFKA_BROKERS.
 // `cachenode --help` lists them all with their defaults. SIGINT or SIGTERM drains requests in
-// flight (bounded by --shutdown-timeout) and exits 0.
+// flight (bounded by --shutdown-timeout) and exits 0. Before that it reports NOT_SERVING (gRPC
+// health, /readyz 503) for --drain-delay while still serving.
 package main
 
 import (
@@ -90,6 +91,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", 0, "largest gRPC request (default: max-value-bytes + 64 KiB)")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 4096, "most concurrent requests; more get ResourceExhausted")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on draining requests at SIGTERM")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 5*time.Second, "at SIGTERM, report NOT_SERVING this long while still serving, before draining (longer than the readiness probe's period)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.check, "check-config", false, "validate the flags and configuration, then exit (0 when valid) without connecting")

@@ -61,6 +61,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.IntVar(&c.Limits.MaxValueBytes, "max-value-bytes", invalidation.DefaultMaxValueBytes, "largest value accepted")
 	fs.IntVar(&c.MaxBatch, "max-batch", 100, "most keys in one BatchGet")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on draining at SIGTERM")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 5*time.Second, "at SIGTERM, report NOT_SERVING this long while still serving, before draining (longer than the readiness probe's period)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.check, "check-config", false, "validate the flags and configuration, then exit (0 when valid) without opening anything")

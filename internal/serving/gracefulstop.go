@@ -1,5 +1,4 @@
-// Package grpcdrain stops a gRPC server gracefully within a bound.
-package grpcdrain
+package serving
 
 import (
 	"context"
@@ -8,9 +7,9 @@ import (
 	"google.golang.org/grpc"
 )
 
-// GracefulStop lets the requests in flight on s finish, until ctx ends; then it stops s at once
+// gracefulStop lets the requests in flight on s finish, until ctx ends; then it stops s at once
 // and returns an error saying requests were still in flight. It returns once s has stopped.
-func GracefulStop(ctx context.Context, s *grpc.Server) error {
+func gracefulStop(ctx context.Context, s *grpc.Server) error {
 	done := make(chan struct{})
 	go func() { s.GracefulStop(); close(done) }()
 	select {

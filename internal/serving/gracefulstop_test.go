@@ -1,4 +1,4 @@
-package grpcdrain
+package serving
 
 import (
 	"context"
@@ -19,8 +19,8 @@ func TestGracefulStopWithNothingInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	go s.Serve(lis)
-	if err := GracefulStop(context.Background(), s); err != nil {
-		t.Fatalf("GracefulStop = %v", err)
+	if err := gracefulStop(context.Background(), s); err != nil {
+		t.Fatalf("gracefulStop = %v", err)
 	}
 }
 
@@ -48,7 +48,7 @@ func TestGracefulStopGivesUpAtTheBound(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := GracefulStop(ctx, s); err == nil {
-		t.Fatal("GracefulStop returned nil with a stream still open past the bound")
+	if err := gracefulStop(ctx, s); err == nil {
+		t.Fatal("gracefulStop returned nil with a stream still open past the bound")
 	}
 }

@@ -166,6 +166,18 @@ func (c *Cache) Admits(key string, version uint64, tok FillToken) bool {
 	return c.c.admits(key, version, tok)
 }
 
+// Keep records an answer the caller is about to serve, read by a load that began when tok was
+// taken: it stores it (a value, or with missing a not-found) as Fill does, and reports whether it
+// may be served. It is false when the tier has seen a newer version of key, or when it knows
+// nothing of key and forgot a young version (or was flushed) since tok. An answer too large to
+// hold is kept as a tombstone at its version. Keeping every answer before it goes out is what
+// lets the tier refuse, later, anything older than what was served.
+func (c *Cache) Keep(key string, version uint64, value []byte, missing bool, tok FillToken) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.keep(key, version, value, missing, tok)
+}
+
 // FillMissing caches, for NegativeTTL, that the origin has no value for key at version (0 for a
 // key never written), under the same rules as Fill.
 func (c *Cache) FillMissing(key string, version uint64, tok FillToken) bool {

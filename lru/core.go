@@ -196,6 +196,27 @@ func (c *core) admits(key string, version uint64, tok FillToken) bool {
 	return invalidation.AcceptFill(st, version) && (st.Known || tok.fence == c.fence)
 }
 
+// keep stores an answer about to be served, as fill does, and reports whether it may be served:
+// false when the tier has seen a newer version or forgot one since tok. An answer too large to
+// hold is kept as a tombstone at its version, and may be served.
+func (c *core) keep(key string, version uint64, value []byte, negative bool, tok FillToken) bool {
+	if !c.admits(key, version, tok) {
+		return false
+	}
+	if e, ok := c.values.Peek(key); ok && e.version == version && e.negative == negative {
+		return true // already held
+	}
+	ttl := c.cfg.TTL
+	if negative {
+		ttl = c.cfg.NegativeTTL
+	}
+	if !c.set(key, version, value, negative, ttl) {
+		c.removeValue(key, rInvalidated)
+		c.putTomb(key, tomb{version: version, storedAt: c.now()})
+	}
+	return true
+}
+
 func (c *core) fill(key string, version uint64, value []byte, negative bool, tok FillToken) bool {
 	if !c.admits(key, version, tok) {
 		c.staleFills++

@@ -53,6 +53,9 @@ func (n *Node) watchL2(ctx context.Context) {
 }
 
 func (n *Node) pollL2(ctx context.Context, client *kafka.Client) {
+	n.l2mu.Lock()
+	gen := n.l2gen // a reset while this poll runs makes its answer worthless
+	n.l2mu.Unlock()
 	parts := n.sub.Partitions()
 	start := time.Now()
 	req := &kafka.OffsetFetchRequest{GroupID: n.cfg.GroupID, Topics: map[string][]int{}}
@@ -84,6 +87,9 @@ func (n *Node) pollL2(ctx context.Context, client *kafka.Client) {
 	}
 	n.l2mu.Lock()
 	defer n.l2mu.Unlock()
+	if n.l2gen != gen {
+		return
+	}
 	for _, p := range parts {
 		if !p.Positioned {
 			continue
@@ -111,6 +117,7 @@ func (n *Node) pollL2(ctx context.Context, client *kafka.Client) {
 // applied everything up to L1's new position.
 func (n *Node) resetL2(topic string, partition int) {
 	n.l2mu.Lock()
+	n.l2gen++
 	n.l2parts[tp{topic, partition}] = l2Part{need: needNext}
 	n.l2mu.Unlock()
 }
@@ -121,6 +128,7 @@ func (n *Node) resetL2(topic string, partition int) {
 func (n *Node) newL2Epoch() {
 	n.m.l2Epochs.Inc()
 	n.l2mu.Lock()
+	n.l2gen++
 	for id := range n.l2parts {
 		n.l2parts[id] = l2Part{need: needNext}
 	}
@@ -138,6 +146,7 @@ func (n *Node) l2Fresh(key string) bool {
 	defer n.l2mu.Unlock()
 	if fence != n.l2fence {
 		n.l2fence = fence
+		n.l2gen++
 		for id := range n.l2parts {
 			n.l2parts[id] = l2Part{need: needNext}
 		}

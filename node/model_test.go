@@ -15,19 +15,28 @@ import (
 
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
-// TestReadPathModel runs random schedules of writes, event deliveries (to L1 and, separately and
-// later, to L2), origin loads returning in any order, reads with and without min_version, L1
-// resets, L1 forgetting young tombstones, Redis losing everything, and Redis failing over to a
-// replica that missed writes. Every answer is checked against a model of the invariants:
+// TestReadPathModel runs random schedules of writes (committed at the origin, published to the
+// log later: the relay lags), event deliveries (to L1 and, separately and later, to L2), origin
+// loads returning in any order, reads with and without min_version, time passing (L1 forgets old
+// versions silently, loads time out), the node losing and regaining freshness, the origin going
+// down (stale answers), Redis fills failing, L1 resets, L1 forgetting young tombstones, Redis
+// losing everything, and Redis failing over to a replica that missed writes. Every answer is
+// checked against a model of the invariants:
 //
 //   - read-your-writes (7): a read with min_version gets a version at least that (found or not);
 //   - monotonic reads per node (10): an answer not marked stale is never older than an answer
 //     the node gave before the read began, nor than an event it applied before the read began.
 //
-// The node's L2 gating is modelled as the node does it: after an L1 reset, a Redis epoch change,
-// or L1 forgetting a young version, L2 is not used until the group has applied everything L1 had.
+// The node's L2 gating is modelled as the node does it: L2 is used only while the group caught
+// up with L1 within max_staleness, and after an L1 reset, a Redis epoch change, or L1 forgetting
+// a young version, not until the group has applied everything L1 had. refresh-all is only
+// combined with schedules in which neither tier forgets anything (no resets, no time passing, no
+// Redis loss, room for every key): it writes an event's value for a key a tier does not hold, so
+// after a tier forgot a newer version read from an origin ahead of the log, a late event would
+// send readers back (docs/consistency.md, "what is left").
 //
 // CACHEWIRE_MODEL_SEED replays one schedule; CACHEWIRE_MODEL_SCHEDULES sets how many run.
 func TestReadPathModel(t *testing.T) {
@@ -79,18 +88,26 @@ type modelGet struct {
 
 func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	policy := []invalidation.Policy{invalidation.RefreshHeld, invalidation.RefreshAll, invalidation.EvictOnly}[rng.IntN(3)]
+	forgets := policy != invalidation.RefreshAll // whether the tiers may forget (see above)
 	l1cfg := lru.Config{MaxEntries: 1 + rng.IntN(3), MaxTombstones: 1 + rng.IntN(3), TTLJitter: -1}
+	if !forgets {
+		l1cfg.MaxEntries, l1cfg.MaxTombstones = 100, 100
+	}
 	b := newBareNode(t, l1cfg)
 	b.origin.readAtRelease = rng.IntN(2) == 0
-	policy := []invalidation.Policy{invalidation.RefreshHeld, invalidation.RefreshAll, invalidation.EvictOnly}[rng.IntN(3)]
 	b.cfg.Policy = policy
+	redisLoses := forgets
+	const maxStaleness = 5 * time.Second // the node's default, which the bare node keeps
 
 	keys := []string{"a", "b", "c"}[:1+rng.IntN(3)]
 	var (
+		pending  []invalidation.Event // committed at the origin, not yet published
 		log      []invalidation.Event
 		l1Pos    int // events applied to L1
 		l2Pos    int // events applied to L2 by the group
 		need     = 0 // L2 is used only once l2Pos >= need
+		caughtUp = time.Now()
 		fence    = b.l1.Fence()
 		version  uint64
 		served   = map[string]uint64{} // highest version answered (not stale) or applied
@@ -106,7 +123,7 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 			fence, need = f, l1Pos
 			return false
 		}
-		return l2Pos >= need
+		return l2Pos >= need && time.Since(caughtUp) <= maxStaleness
 	}
 	b.l2.onEpoch = func() { mu.Lock(); need = l1Pos; mu.Unlock() }
 	note := func(format string, args ...any) { trace = append(trace, fmt.Sprintf(format, args...)) }
@@ -126,14 +143,14 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 						}
 						stats["origin-behind"]++
 						continue
-					} else if !errors.Is(r.err, errChanging) {
+					} else if !errors.Is(r.err, errChanging) && !errors.Is(r.err, errOriginUnavailable) {
 						failures = append(failures, fmt.Sprintf("get(%s, min %d): unexpected error %v", g.key, g.minVersion, r.err))
 					}
 					stats["errors"]++
 					continue
 				}
 				stats["served from "+strings.TrimPrefix(r.r.tier.String(), "TIER_")]++
-				if r.r.version < g.minVersion {
+				if r.r.version < g.minVersion && r.r.tier != pb.Tier_TIER_UNSPECIFIED {
 					failures = append(failures, fmt.Sprintf("read-your-writes: get(%s, min %d) -> %v", g.key, g.minVersion, r))
 				}
 				if !r.r.stale && r.r.version < g.floor {
@@ -166,8 +183,14 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 				b.origin.put(key, version, "v"+strconv.FormatUint(version, 10))
 				e.Value, e.HasValue = []byte("v"+strconv.FormatUint(version, 10)), true
 			}
-			log = append(log, e)
-			note("step %d: write %s@%d (%s)", step, key, version, e.Op)
+			pending = append(pending, e)
+			note("step %d: write %s@%d (%s) committed", step, key, version, e.Op)
+		case x < 20: // the relay publishes the oldest committed write
+			if len(pending) > 0 {
+				log = append(log, pending[0])
+				pending = pending[1:]
+				note("step %d: published %s@%d", step, log[len(log)-1].Key, log[len(log)-1].Version)
+			}
 		case x < 32: // the subscriber applies the next event to L1
 			if l1Pos < len(log) {
 				e := log[l1Pos]
@@ -200,21 +223,38 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 			g.ch = b.startGet(key, minV)
 			gets = append(gets, g)
 			note("step %d: get(%s, min %d) begins (floor %d)", step, key, minV, g.floor)
-		case x < 92: // one held origin load returns
+		case x < 88: // one held origin load returns
 			if n := b.origin.numPending(); n > 0 {
 				b.origin.releaseAt(rng.IntN(n))
 				note("step %d: a load returns", step)
 			}
-		case x < 95: // a gap in the event stream: L1 flushed, resumes at the log end
+		case x < 89 && forgets: // time passes: loads time out, L1's versions grow old
+			d := time.Duration(1+rng.IntN(40)) * time.Second
+			time.Sleep(d)
+			note("step %d: %v pass", step, d)
+		case x < 91: // the node loses or regains its freshness (Kafka unreachable)
+			b.fresh = !b.fresh
+			note("step %d: fresh=%v", step, b.fresh)
+		case x < 92: // the origin goes down or comes back
+			b.origin.mu.Lock()
+			b.origin.down = !b.origin.down
+			note("step %d: origin down=%v", step, b.origin.down)
+			b.origin.mu.Unlock()
+		case x < 93: // Redis fills start or stop failing
+			b.l2.mu.Lock()
+			b.l2.failFills = !b.l2.failFills
+			note("step %d: Redis fills fail=%v", step, b.l2.failFills)
+			b.l2.mu.Unlock()
+		case x < 95 && forgets: // a gap in the event stream: L1 flushed, resumes at the log end
 			b.l1.Flush()
 			mu.Lock()
 			l1Pos = len(log)
 			mu.Unlock()
 			note("step %d: L1 reset", step)
-		case x < 97: // Redis restarts empty (or FLUSHALL)
+		case x < 97 && redisLoses: // Redis restarts empty (or FLUSHALL)
 			b.l2.wipe()
 			note("step %d: Redis wiped", step)
-		default: // failover to a replica that missed the newest writes: some keys roll back
+		case redisLoses: // failover to a replica that missed the newest writes: some keys roll back
 			rollback := map[string]memEntry{}
 			for k, e := range b.l2.entries {
 				if e.version > 1 && rng.IntN(2) == 0 {
@@ -225,11 +265,19 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 			note("step %d: Redis failed over (%d keys rolled back)", step, len(rollback))
 		}
 		settle(step)
+		mu.Lock()
+		if l2Pos >= l1Pos && l2Pos >= need {
+			caughtUp = time.Now() // what the node's poll of the group's offsets would see
+		}
+		mu.Unlock()
 		if len(failures) > 0 {
 			break
 		}
 	}
-	// Drain: deliver everything and let every load return.
+	// Drain: let every load return.
+	b.origin.mu.Lock()
+	b.origin.down = false
+	b.origin.mu.Unlock()
 	for i := 0; len(gets) > 0 && i < 1000; i++ {
 		if b.origin.numPending() > 0 {
 			b.origin.releaseAt(0)

@@ -57,6 +57,8 @@ type Node struct {
 	l2mu    sync.Mutex
 	l2parts map[tp]l2Part
 	l2fence uint64 // L1's fence when l2parts was last reset for it
+	l2gen   uint64 // grows at every reset of l2parts: a poll begun before one must not undo it
+	gaps    l2gaps // versions served that Redis may lack
 
 	// The read path's view of freshness; tests replace them.
 	freshAt   func(key string) time.Time // when key's partitions were last caught up (n.freshAsOf)
@@ -142,6 +144,9 @@ func New(cfg Config) (*Node, error) {
 // applyEvents is the L1 sink: it runs on a partition's goroutine.
 func (n *Node) applyEvents(_ string, _ int, events []invalidation.Event) {
 	applied, ignored := n.l1.ApplyBatch(events, n.cfg.Policy)
+	for i := range events {
+		n.gaps.applied(events[i].Key, events[i].Version)
+	}
 	n.applied.Add(uint64(applied))
 	n.ignored.Add(uint64(ignored))
 	n.m.evApplied.Add(float64(applied))

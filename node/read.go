@@ -33,6 +33,9 @@ type loaded struct {
 	miss bool
 	// tok was taken before the answer was read: Admits(tok) says whether it may still be served.
 	tok lru.FillToken
+	// inL2: Redis holds this version or a newer one (origin answers whose fill was stored, or
+	// refused because Redis had newer).
+	inL2 bool
 }
 
 // freshAsOf returns when the node was last caught up with the log end of every partition that
@@ -106,7 +109,7 @@ func (n *Node) get(ctx context.Context, key string, minVersion uint64) (loaded, 
 			after = arrived // the load began before this request: ask for one that begins after
 			continue
 		}
-		if n.l1.Admits(key, r.version, r.tok) {
+		if n.keep(key, r) {
 			return r, nil
 		}
 		// The node learned a newer version of key (or forgot one) while the load ran.
@@ -123,6 +126,21 @@ func (n *Node) get(ctx context.Context, key string, minVersion uint64) (loaded, 
 		}
 	}
 	return loaded{}, err
+}
+
+// keep records in L1 an answer about to be served and reports whether it may be served (see
+// lru.Cache.Keep). An origin answer that Redis did not store opens a gap there for the key.
+func (n *Node) keep(key string, r loaded) bool {
+	var ok bool
+	if r.tier == pb.Tier_TIER_L1 {
+		ok = n.l1.Admits(key, r.version, r.tok)
+	} else {
+		ok = n.l1.Keep(key, r.version, r.value, !r.found, r.tok)
+	}
+	if ok && r.tier == pb.Tier_TIER_ORIGIN && !r.inL2 && n.l2 != nil {
+		n.gaps.add(key, r.version)
+	}
+	return ok
 }
 
 // behind is the error for a request whose own load found the origin below its min_version.
@@ -143,9 +161,8 @@ func (n *Node) fromL1(key string, minVersion uint64, asOf time.Time) (loaded, bo
 	return loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, freshAsOf: asOf}, true
 }
 
-// stale answers from whatever tier holds key, marked stale: the newer of L1 and L2, so that
-// stale answers at least never go back behind what this node has served; found=false when
-// neither holds it.
+// stale answers from whatever tier holds key, marked stale: the newer of L1 and L2; found=false
+// when neither holds it.
 func (n *Node) stale(ctx context.Context, key string, minVersion uint64, asOf time.Time) loaded {
 	n.staleReads.Add(1)
 	n.m.staleReads.Inc()
@@ -154,15 +171,9 @@ func (n *Node) stale(ctx context.Context, key string, minVersion uint64, asOf ti
 		best = loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, stale: true, freshAsOf: asOf}
 	}
 	if n.l2 != nil {
-		tok := n.l1.BeginFill()
+		// Not written to L1: the node cannot vouch for L2 now, and L1 must only hold what it can.
 		if e, found, err := n.l2.Get(ctx, key); err == nil && found && e.Version >= minVersion && (best.tier == pb.Tier_TIER_UNSPECIFIED || e.Version > best.version) {
 			best = loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, stale: true, freshAsOf: asOf}
-			// Keep L1 at least as new as what was served (the version rule still applies).
-			if e.Missing {
-				n.l1.FillMissing(key, e.Version, tok)
-			} else {
-				n.l1.Fill(key, e.Version, e.Value, tok)
-			}
 		}
 	}
 	return best
@@ -204,12 +215,12 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 	now := time.Now()
 	if !res.Found {
 		n.m.loadNotFound.Inc()
-		n.fillMissing(ctx, key, res.Version, tok, l2tok)
-		return loaded{version: res.Version, tier: pb.Tier_TIER_ORIGIN, freshAsOf: now, tok: tok}, nil
+		inL2 := n.fillMissing(ctx, key, res.Version, tok, l2tok)
+		return loaded{version: res.Version, tier: pb.Tier_TIER_ORIGIN, freshAsOf: now, tok: tok, inL2: inL2}, nil
 	}
 	n.m.loadFound.Inc()
-	n.fill(ctx, key, res.Version, res.Value, tok, l2tok)
-	return loaded{value: res.Value, version: res.Version, found: true, tier: pb.Tier_TIER_ORIGIN, freshAsOf: now, tok: tok}, nil
+	_, inL2 := n.fill(ctx, key, res.Version, res.Value, tok, l2tok)
+	return loaded{value: res.Value, version: res.Version, found: true, tier: pb.Tier_TIER_ORIGIN, freshAsOf: now, tok: tok, inL2: inL2}, nil
 }
 
 // fromL2 serves key from Redis when it holds a new enough version that L1 also accepts: an L2
@@ -219,8 +230,8 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 	if n.l2 == nil {
 		return loaded{}, false
 	}
-	if !n.l2Trusted(key) {
-		// Redis may be behind what this node already applied: do not serve from it.
+	if !n.l2Trusted(key) || n.gaps.blocks(key) {
+		// Redis may be behind what this node already applied or served: do not serve from it.
 		n.m.l2Behind.Inc()
 		return loaded{}, false
 	}
@@ -248,29 +259,45 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 	return loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, freshAsOf: asOf}, true
 }
 
-// fill stores a value read from the origin in both tiers, each under its version rule.
-func (n *Node) fill(ctx context.Context, key string, version uint64, value []byte, tok lru.FillToken, l2tok redistier.FillToken) bool {
-	ok := n.l1.Fill(key, version, value, tok)
-	if !ok {
+// fill stores a value read from the origin (or given to Set) in both tiers, each under its
+// version rule, and reports whether L1 took it and whether Redis holds it (or a newer version).
+// Neither tier takes it when L1 already refuses it as stale: a Redis that lost its tombstones (a
+// new epoch) would otherwise take a version older than this node knows.
+func (n *Node) fill(ctx context.Context, key string, version uint64, value []byte, tok lru.FillToken, l2tok redistier.FillToken) (ok, inL2 bool) {
+	if !n.l1.Admits(key, version, tok) {
 		n.m.staleFillL1.Inc()
+		return false, false
 	}
-	if n.l2 != nil {
-		acc, err := n.l2.Fill(ctx, l2tok, key, version, value)
-		if err == nil && !acc {
-			n.m.staleFillL2.Inc()
-			ok = false
-		}
-	}
-	return ok
+	ok = n.l1.Fill(key, version, value, tok) // false only if too large for L1
+	inL2 = n.fillL2(ctx, key, version, func(tok redistier.FillToken) (bool, error) {
+		return n.l2.Fill(ctx, tok, key, version, value)
+	}, l2tok)
+	return ok, inL2
 }
 
-func (n *Node) fillMissing(ctx context.Context, key string, version uint64, tok lru.FillToken, l2tok redistier.FillToken) {
-	if !n.l1.FillMissing(key, version, tok) {
+// fillMissing caches, in both tiers, that the origin has no value for key at version, and
+// reports whether Redis holds it (or a newer version).
+func (n *Node) fillMissing(ctx context.Context, key string, version uint64, tok lru.FillToken, l2tok redistier.FillToken) (inL2 bool) {
+	if !n.l1.Admits(key, version, tok) {
 		n.m.staleFillL1.Inc()
+		return false
 	}
-	if n.l2 != nil {
-		if acc, err := n.l2.FillMissing(ctx, l2tok, key, version); err == nil && !acc {
-			n.m.staleFillL2.Inc()
-		}
+	n.l1.FillMissing(key, version, tok)
+	return n.fillL2(ctx, key, version, func(tok redistier.FillToken) (bool, error) {
+		return n.l2.FillMissing(ctx, tok, key, version)
+	}, l2tok)
+}
+
+func (n *Node) fillL2(_ context.Context, key string, version uint64, fill func(redistier.FillToken) (bool, error), tok redistier.FillToken) bool {
+	if n.l2 == nil {
+		return false
 	}
+	switch acc, err := fill(tok); {
+	case err != nil:
+		n.gaps.add(key, version) // Redis may not hold what this node may serve
+		return false
+	case !acc:
+		n.m.staleFillL2.Inc() // Redis holds a newer version
+	}
+	return true
 }

@@ -27,6 +27,8 @@ type gatedOrigin struct {
 	calls   int
 	// readAtRelease: a load reads the origin when released, not when it starts.
 	readAtRelease bool
+	// down: loads fail at once.
+	down bool
 }
 
 type gatedLoad struct {
@@ -57,6 +59,10 @@ func (o *gatedOrigin) state(key string) Loaded {
 
 func (o *gatedOrigin) Load(ctx context.Context, key string) (Loaded, error) {
 	o.mu.Lock()
+	if o.down {
+		o.mu.Unlock()
+		return Loaded{}, errors.New("origin down (test)")
+	}
 	l := &gatedLoad{key: key, snap: o.data[key], release: make(chan struct{})}
 	o.pending = append(o.pending, l)
 	o.calls++
@@ -101,6 +107,8 @@ type memL2 struct {
 	epoch   int
 	entries map[string]memEntry
 	onEpoch func()
+	// failFills: fills fail (a Redis blip) instead of being applied.
+	failFills bool
 }
 
 type memEntry struct {
@@ -117,7 +125,8 @@ func (m *memL2) state(key string) invalidation.State {
 	if !ok {
 		return invalidation.State{}
 	}
-	return invalidation.State{Known: true, Version: e.version, Tombstone: e.kind == 'T'}
+	// An entry of an older epoch bounds versions but is not held (the script does the same).
+	return invalidation.State{Known: true, Version: e.version, Tombstone: e.kind == 'T' || e.epoch != m.epoch}
 }
 
 func (m *memL2) Get(_ context.Context, key string) (redistier.Entry, bool, error) {
@@ -141,22 +150,28 @@ func (m *memL2) BeginFill(context.Context, string) redistier.FillToken {
 	return redistier.FillToken{Epoch: strconv.Itoa(m.epoch)}
 }
 
-func (m *memL2) fill(tok redistier.FillToken, key string, version uint64, kind byte, value []byte) bool {
+func (m *memL2) fill(tok redistier.FillToken, key string, version uint64, kind byte, value []byte) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if tok.Epoch != strconv.Itoa(m.epoch) || !invalidation.AcceptFill(m.state(key), version) {
-		return false
+	if m.failFills {
+		return false, redistier.ErrUnavailable
+	}
+	if tok.Epoch != strconv.Itoa(m.epoch) {
+		return false, redistier.ErrEpochChanged
+	}
+	if !invalidation.AcceptFill(m.state(key), version) {
+		return false, nil
 	}
 	m.entries[key] = memEntry{version: version, kind: kind, value: value, epoch: m.epoch}
-	return true
+	return true, nil
 }
 
 func (m *memL2) Fill(_ context.Context, tok redistier.FillToken, key string, version uint64, value []byte) (bool, error) {
-	return m.fill(tok, key, version, 'V', value), nil
+	return m.fill(tok, key, version, 'V', value)
 }
 
 func (m *memL2) FillMissing(_ context.Context, tok redistier.FillToken, key string, version uint64) (bool, error) {
-	return m.fill(tok, key, version, 'N', nil), nil
+	return m.fill(tok, key, version, 'N', nil)
 }
 
 func (m *memL2) Apply(_ context.Context, e *invalidation.Event, p invalidation.Policy) (invalidation.Action, error) {

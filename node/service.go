@@ -102,7 +102,7 @@ func (s *service) Set(ctx context.Context, req *pb.SetRequest) (*pb.SetResponse,
 	if n.l2 != nil {
 		l2tok = n.l2.BeginFill(ctx, req.GetKey())
 	}
-	ok := n.fill(ctx, req.GetKey(), req.GetVersion(), value, n.l1.BeginFill(), l2tok)
+	ok, _ := n.fill(ctx, req.GetKey(), req.GetVersion(), value, n.l1.BeginFill(), l2tok)
 	return &pb.SetResponse{Accepted: ok}, nil
 }
 

@@ -2,6 +2,7 @@ package redistier
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 
@@ -42,8 +43,8 @@ func TestFillBegunBeforeLossIsRefused(t *testing.T) {
 	}
 	loseEverything(t, ctx, r) // ... the tombstone at 2 is lost ...
 	ok, err := tier.Fill(ctx, tok, "k", 1, []byte("old"))
-	if err != nil || ok {
-		t.Fatalf("fill begun before the loss: accepted=%v err=%v, want refused", ok, err)
+	if !errors.Is(err, ErrEpochChanged) || ok {
+		t.Fatalf("fill begun before the loss: accepted=%v err=%v, want refused with ErrEpochChanged", ok, err)
 	}
 	if _, found, _ := tier.Get(ctx, "k"); found {
 		t.Fatal("the old value is visible")

@@ -2,8 +2,11 @@ package redistier
 
 import "github.com/redis/go-redis/v9"
 
-// Entries are stored as: version (20 zero-padded digits), kind (V value, N not found, T
-// tombstone), the epoch they were written in (epochLen characters), then the value.
+// Entries are stored as: version (20 zero-padded digits), kind (v value, n not found, t
+// tombstone), the epoch they were written in (epochLen characters), then the value. Entries
+// written before epochs existed used upper-case kinds and no epoch: they count only as version
+// floors, and nodes from before epochs cannot decode the lower-case kinds, so during a rolling
+// upgrade neither side serves what the other wrote.
 const (
 	epochLen  = 16
 	headerLen = 20 + 1 + epochLen
@@ -12,43 +15,52 @@ const (
 // applyScript is the one write path into the tier. It mirrors invalidation.AcceptFill (mode
 // "fill") and invalidation.Decide (mode "event"); TestScriptMatchesGoRules checks that it does.
 // Every write first checks the epoch: a write that began under another epoch than the one Redis
-// holds now (or under any epoch, when Redis lost its epoch key) changes nothing.
+// holds now (or under any epoch, when Redis lost its epoch key) changes nothing. An entry of an
+// older epoch (or format) still counts for its version, but not as held: Redis may have lost
+// newer writes to it, so refresh-held leaves a tombstone there rather than a value.
+// A fill over a tombstone never shortens how long the key is remembered.
 //
 //	KEYS[1] the entry key
 //	KEYS[2] the epoch key (in the entry's hash slot)
 //	ARGV[1] version, 20 zero-padded digits
 //	ARGV[2] mode: "fill" or "event"
-//	ARGV[3] fill: kind to store, V (value) or N (not found); event: R (an UPSERT carrying its
+//	ARGV[3] fill: kind to store, v (value) or n (not found); event: R (an UPSERT carrying its
 //	        value) or E (anything else: evict)
 //	ARGV[4] event policy: "held", "all" or "evict"
 //	ARGV[5] value
-//	ARGV[6] TTL in ms of a stored value (V or N)
+//	ARGV[6] TTL in ms of a stored value (v or n)
 //	ARGV[7] TTL in ms of a tombstone
 //	ARGV[8] the epoch the write began under (epochLen characters)
 //
 // It returns -1 when the epoch differs, 0 when nothing changed (stale fill, duplicate or older
-// event), 1 when it wrote a tombstone, 2 when it stored a value. An entry of an older epoch still
-// counts for its version: nothing older than it can be written.
+// event), 1 when it wrote a tombstone, 2 when it stored a value.
 var applyScript = redis.NewScript(`
 local ep = redis.call('GET', KEYS[2])
 if not ep or string.sub(ep, 1, 16) ~= ARGV[8] then return -1 end
 local cur = redis.call('GET', KEYS[1])
-local known, cv, ckind = false, '', ''
-if cur and string.len(cur) >= 37 then
-  known, cv, ckind = true, string.sub(cur, 1, 20), string.sub(cur, 21, 21)
+local known, cv, held = false, '', false
+if cur and string.len(cur) >= 21 then
+  known, cv = true, string.sub(cur, 1, 20)
+  local k = string.sub(cur, 21, 21)
+  held = (k == 'v' or k == 'n') and string.sub(cur, 22, 37) == ARGV[8]
 end
 local v = ARGV[1]
 if ARGV[2] == 'fill' then
   if known and v < cv then return 0 end
-  redis.call('SET', KEYS[1], v .. ARGV[3] .. ARGV[8] .. ARGV[5], 'PX', ARGV[6])
+  local ttl = tonumber(ARGV[6])
+  if known and not held then
+    local rem = redis.call('PTTL', KEYS[1])
+    if rem > ttl then ttl = rem end
+  end
+  redis.call('SET', KEYS[1], v .. ARGV[3] .. ARGV[8] .. ARGV[5], 'PX', ttl)
   return 2
 end
 if known and v <= cv then return 0 end
-if ARGV[3] == 'R' and (ARGV[4] == 'all' or (ARGV[4] == 'held' and known and ckind ~= 'T')) then
-  redis.call('SET', KEYS[1], v .. 'V' .. ARGV[8] .. ARGV[5], 'PX', ARGV[6])
+if ARGV[3] == 'R' and (ARGV[4] == 'all' or (ARGV[4] == 'held' and held)) then
+  redis.call('SET', KEYS[1], v .. 'v' .. ARGV[8] .. ARGV[5], 'PX', ARGV[6])
   return 2
 end
-redis.call('SET', KEYS[1], v .. 'T' .. ARGV[8], 'PX', ARGV[7])
+redis.call('SET', KEYS[1], v .. 't' .. ARGV[8], 'PX', ARGV[7])
 return 1
 `)
 

@@ -25,8 +25,9 @@ var (
 	ErrUnavailable = errors.New("redistier: redis unavailable")
 	// ErrClosed is returned by every call after Close.
 	ErrClosed = errors.New("redistier: closed")
-	// ErrEpochChanged is returned by Apply and ApplyBatch when Redis kept starting new epochs
-	// while they ran; nothing was lost: apply the events again.
+	// ErrEpochChanged is returned by Fill and FillMissing when the fill began in an older epoch
+	// (it was not stored), and by Apply and ApplyBatch when Redis kept starting new epochs while
+	// they ran (nothing was lost: apply the events again).
 	ErrEpochChanged = errors.New("redistier: Redis started a new epoch during the apply")
 )
 
@@ -149,8 +150,11 @@ type Tier struct {
 
 	downUntil atomic.Int64 // unix nanos until which calls fail fast
 
-	// Epochs: one for the whole tier, or one per hash slot in cluster mode.
-	epochs    []atomic.Pointer[string]
+	// Epochs: one for the whole tier, or one per hash slot in cluster mode. An epoch is learned
+	// only from a read that began after the read it replaces (reads are numbered as they begin),
+	// so a slow read of an old epoch never takes the tier back to it.
+	epochs    []atomic.Pointer[learned]
+	readSeq   atomic.Uint64
 	epochKeys []string
 	runID     atomic.Pointer[string] // of the server, read on the last connect
 
@@ -176,7 +180,7 @@ func New(cfg Config) (*Tier, error) {
 	} else {
 		t.epochKeys = []string{cfg.KeyPrefix + epochSuffix}
 	}
-	t.epochs = make([]atomic.Pointer[string], len(t.epochKeys))
+	t.epochs = make([]atomic.Pointer[learned], len(t.epochKeys))
 	if t.rdb == nil {
 		var onConnect func(context.Context, *redis.Conn) error
 		if !isCluster {
@@ -220,23 +224,38 @@ func (t *Tier) epochIndex(key string) int {
 	return int(Slot(t.Key(key)))
 }
 
-// learn records the epoch value v (as epochScript returns it) for index i, and reports a new
-// epoch when it replaces a different known one.
-func (t *Tier) learn(i int, v string) string {
+type learned struct {
+	epoch string
+	seq   uint64 // of the read that returned it
+}
+
+// learn records the epoch value v (as epochScript returns it), read by the read numbered seq,
+// for index i, unless a read that began later already taught the tier an epoch. It reports a new
+// epoch when it replaces a different known one, and returns the epoch the tier now holds.
+func (t *Tier) learn(i int, v string, seq uint64) string {
 	tok := v
 	if len(tok) > epochLen {
 		tok = tok[:epochLen]
 	}
-	old := t.epochs[i].Swap(&tok)
-	if old != nil && *old != tok {
-		t.newEpochs.Add(1)
-		t.cfg.Logger.Warn("Redis is in a new epoch: entries and writes from before it are not trusted",
-			"epoch_key", i, "old", *old, "new", tok)
-		if t.cfg.OnNewEpoch != nil {
-			t.cfg.OnNewEpoch()
+	next := &learned{epoch: tok, seq: seq}
+	for {
+		old := t.epochs[i].Load()
+		if old != nil && old.seq > seq {
+			return old.epoch // a later read already answered
 		}
+		if !t.epochs[i].CompareAndSwap(old, next) {
+			continue
+		}
+		if old != nil && old.epoch != tok {
+			t.newEpochs.Add(1)
+			t.cfg.Logger.Warn("Redis is in a new epoch: entries and writes from before it are not trusted",
+				"epoch_key", i, "old", old.epoch, "new", tok)
+			if t.cfg.OnNewEpoch != nil {
+				t.cfg.OnNewEpoch()
+			}
+		}
+		return tok
 	}
-	return tok
 }
 
 // fetchEpoch reads (or starts) the epoch for index i.
@@ -245,17 +264,18 @@ func (t *Tier) fetchEpoch(ctx context.Context, i int) (string, error) {
 	if p := t.runID.Load(); p != nil {
 		rid = *p
 	}
+	seq := t.readSeq.Add(1)
 	v, err := epochScript.Run(ctx, t.rdb, []string{t.epochKeys[i]}, newEpoch(), rid, "get").Text()
 	if err != nil {
 		return "", t.after(ctx, err)
 	}
-	return t.learn(i, v), nil
+	return t.learn(i, v, seq), nil
 }
 
 // epoch returns the epoch the tier believes index i is in, reading it once if unknown.
 func (t *Tier) epoch(ctx context.Context, i int) (string, error) {
 	if p := t.epochs[i].Load(); p != nil {
-		return *p, nil
+		return p.epoch, nil
 	}
 	return t.fetchEpoch(ctx, i)
 }
@@ -278,11 +298,12 @@ func (t *Tier) onConnect(ctx context.Context, cn *redis.Conn) error {
 		}
 	}
 	t.runID.Store(&rid)
+	seq := t.readSeq.Add(1)
 	v, err := epochScript.Run(ctx, cn, []string{t.epochKeys[0]}, newEpoch(), rid, "stamp").Text()
 	if err != nil {
 		return fmt.Errorf("redistier: reading the epoch on connect: %w", err)
 	}
-	t.learn(0, v)
+	t.learn(0, v, seq)
 	return nil
 }
 
@@ -366,7 +387,7 @@ func (t *Tier) Get(ctx context.Context, key string) (e Entry, found bool, err er
 	if err != nil {
 		return Entry{}, false, err
 	}
-	if e.epoch != cur {
+	if e.OldEpoch || e.epoch != cur {
 		t.misses.Add(1)
 		t.oldReads.Add(1)
 		return Entry{Version: e.Version, OldEpoch: true}, false, nil
@@ -380,20 +401,28 @@ func (t *Tier) Get(ctx context.Context, key string) (e Entry, found bool, err er
 }
 
 func decode(raw []byte) (Entry, error) {
-	if len(raw) < headerLen {
+	if len(raw) < 21 {
 		return Entry{}, fmt.Errorf("entry of %d bytes is too short", len(raw))
 	}
 	v, err := strconv.ParseUint(string(raw[:20]), 10, 64)
 	if err != nil {
 		return Entry{}, fmt.Errorf("bad version: %w", err)
 	}
+	switch raw[20] {
+	case 'V', 'N', 'T':
+		// Written before epochs: a version floor, never served.
+		return Entry{Version: v, OldEpoch: true}, nil
+	}
+	if len(raw) < headerLen {
+		return Entry{}, fmt.Errorf("entry of %d bytes is too short", len(raw))
+	}
 	e := Entry{Version: v, epoch: string(raw[21:headerLen])}
 	switch raw[20] {
-	case 'V':
+	case 'v':
 		e.Value = raw[headerLen:]
-	case 'N':
+	case 'n':
 		e.Missing = true
-	case 'T':
+	case 't':
 		e.Tombstone = true
 	default:
 		return Entry{}, fmt.Errorf("unknown kind %q", raw[20])
@@ -415,17 +444,17 @@ func (t *Tier) BeginFill(ctx context.Context, key string) FillToken {
 	return FillToken{Epoch: e}
 }
 
-// Fill stores value at version for key unless Redis has seen a newer version of it, or started a
-// new epoch since tok was taken (a restart, flush or failover may have lost newer versions). It
-// reports whether the fill was accepted.
+// Fill stores value at version for key unless Redis has seen a newer version of it (false, nil),
+// or started a new epoch since tok was taken (false, ErrEpochChanged: a restart, flush or
+// failover may have lost newer versions). It reports whether the fill was accepted.
 func (t *Tier) Fill(ctx context.Context, tok FillToken, key string, version uint64, value []byte) (bool, error) {
-	return t.fill(ctx, tok, key, version, "V", value, t.cfg.TTL)
+	return t.fill(ctx, tok, key, version, "v", value, t.cfg.TTL)
 }
 
 // FillMissing caches for NegativeTTL that the origin has no value for key at version, under the
 // same rules as Fill.
 func (t *Tier) FillMissing(ctx context.Context, tok FillToken, key string, version uint64) (bool, error) {
-	return t.fill(ctx, tok, key, version, "N", nil, t.cfg.NegativeTTL)
+	return t.fill(ctx, tok, key, version, "n", nil, t.cfg.NegativeTTL)
 }
 
 func (t *Tier) fill(ctx context.Context, tok FillToken, key string, version uint64, kind string, value []byte, ttl time.Duration) (bool, error) {
@@ -439,7 +468,7 @@ func (t *Tier) fill(ctx context.Context, tok FillToken, key string, version uint
 			return false, err
 		}
 		t.epochFills.Add(1)
-		return false, nil
+		return false, ErrEpochChanged
 	}
 	n, err := applyScript.Run(ctx, t.rdb, []string{t.Key(key), t.epochKeys[i]},
 		versionArg(version), "fill", kind, "", value, ms(ttl), ms(t.cfg.TombstoneTTL), tok.Epoch).Int()
@@ -451,7 +480,7 @@ func (t *Tier) fill(ctx context.Context, tok FillToken, key string, version uint
 		if _, err := t.fetchEpoch(ctx, i); err != nil {
 			return false, err
 		}
-		return false, nil
+		return false, ErrEpochChanged
 	}
 	if n == 0 {
 		t.stale.Add(1)

@@ -1,0 +1,64 @@
+package node
+
+import "sync"
+
+// maxL2Gaps bounds the keys l2gaps tracks; past it the node stops using L2 altogether.
+const maxL2Gaps = 65536
+
+// l2gaps remembers, per key, a version this node served (read from the origin) that Redis may
+// not hold, because the fill failed (Redis down, a timeout) or was refused for an older epoch.
+// While the origin is ahead of the event log, such a version exists only in L1 and at the
+// origin; once L1 forgets it, a Redis still holding an older version would send a reader back in
+// time. So the node does not read a key from L2 while it has a gap there, until an event at
+// that version or newer reaches L1 (the shared group then writes it to Redis too, and L1 covers
+// the group's lag). If more than maxL2Gaps keys have gaps, the node cannot keep track and stops
+// using L2 until it restarts: reads go to the origin, which is always safe.
+type l2gaps struct {
+	mu       sync.Mutex
+	m        map[string]uint64
+	overflow bool
+}
+
+// add records that Redis may lack version of key.
+func (g *l2gaps) add(key string, version uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m == nil {
+		g.m = map[string]uint64{}
+	}
+	if v, ok := g.m[key]; ok {
+		g.m[key] = max(v, version)
+		return
+	}
+	if len(g.m) >= maxL2Gaps {
+		g.overflow = true
+		return
+	}
+	g.m[key] = version
+}
+
+// applied is told of an event L1 applied: it closes the key's gap when the event is that new.
+func (g *l2gaps) applied(key string, version uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if v, ok := g.m[key]; ok && version >= v {
+		delete(g.m, key)
+	}
+}
+
+// blocks reports whether L2 must not serve key.
+func (g *l2gaps) blocks(key string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.overflow {
+		return true
+	}
+	_, ok := g.m[key]
+	return ok
+}
+
+func (g *l2gaps) len() (n int, overflow bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.m), g.overflow
+}

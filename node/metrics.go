@@ -99,12 +99,14 @@ var (
 	descReady    = prometheus.NewDesc("cachewire_ready", "1 when the node is positioned at the log end and serving.", nil, nil)
 	descYoung    = prometheus.NewDesc("cachewire_l1_young_tombstones_dropped_total",
 		"Versions L1 forgot while younger than --l1-tombstone-ttl (too few --l1-max-tombstones): each stops L2 use until the group catches up.", nil, nil)
+	descGaps = prometheus.NewDesc("cachewire_l2_gap_keys",
+		"Keys this node will not read from L2 because Redis may lack a version it served (a failed fill); 1 in overflow when it stopped using L2.", []string{"kind"}, nil)
 	descL2Epoch = prometheus.NewDesc("cachewire_l2_epoch_refusals_total",
 		"Redis writes and reads refused because they belong to an older L2 epoch, by kind (fill, read).", []string{"kind"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descFresh, descEntries, descTombs, descBytes, descEvicts, descL2Errors, descL2Group, descReady, descYoung, descL2Epoch} {
+	for _, d := range []*prometheus.Desc{descLag, descFresh, descEntries, descTombs, descBytes, descEvicts, descL2Errors, descL2Group, descReady, descYoung, descL2Epoch, descGaps} {
 		ch <- d
 	}
 }
@@ -139,6 +141,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descL2Errors, prometheus.CounterValue, float64(ls.Skipped), "skipped")
 		ch <- prometheus.MustNewConstMetric(descL2Epoch, prometheus.CounterValue, float64(ls.EpochFillsRejected), "fill")
 		ch <- prometheus.MustNewConstMetric(descL2Epoch, prometheus.CounterValue, float64(ls.OldEpochReads), "read")
+		gaps, overflow := n.gaps.len()
+		of := 0.0
+		if overflow {
+			of = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descGaps, prometheus.GaugeValue, float64(gaps), "keys")
+		ch <- prometheus.MustNewConstMetric(descGaps, prometheus.GaugeValue, of, "overflow")
 	}
 	if n.group != nil {
 		ch <- prometheus.MustNewConstMetric(descL2Group, prometheus.CounterValue, float64(n.group.Stats().Events))

@@ -34,7 +34,7 @@ func TestReviewStalePathFillsL1WithLaggingL2(t *testing.T) {
 				b := newBareNode(t, lru.Config{})
 				b.cfg.Policy = invalidation.RefreshAll
 				// Redis holds v3; the group has not applied the event to v5 yet.
-				b.l2.Fill(nil, b.l2.BeginFill(nil, "k"), "k", 3, []byte("v3"))
+				b.l2.Fill(context.Background(), b.l2.BeginFill(context.Background(), "k"), "k", 3, []byte("v3"))
 				b.applyL1(invalidation.Event{Key: "k", Version: 5, Op: invalidation.OpUpsert, Value: []byte("v5"), HasValue: true})
 				ch := b.startGet("k", 0)
 				synctest.Wait()
@@ -99,7 +99,7 @@ func TestReviewFailedL2FillThenL1ForgetsOldEntry(t *testing.T) {
 		b := newBareNode(t, lru.Config{MaxEntries: 1, TTLJitter: -1})
 		l2 := &flakyL2{memL2: b.l2}
 		b.Node.l2 = l2
-		l2.Fill(nil, l2.BeginFill(nil, "k"), "k", 3, []byte("v3"))
+		l2.Fill(context.Background(), l2.BeginFill(context.Background(), "k"), "k", 3, []byte("v3"))
 		b.origin.put("k", 5, "v5") // committed; its event is not published yet
 		l2.failFills.Store(true)
 		ch := b.startGet("k", 5) // read-your-writes: skips L2's v3, reads the origin
@@ -159,7 +159,7 @@ func TestReviewRefreshHeldAfterFailoverServesOlderVersion(t *testing.T) {
 		// The relay publishes v6 (with its value); the group applies it in the new epoch, and L1
 		// ignores it (it holds v7).
 		e6 := invalidation.Event{Key: "k", Version: 6, Op: invalidation.OpUpsert, Value: []byte("v6"), HasValue: true}
-		b.l2.Apply(nil, &e6, invalidation.RefreshHeld)
+		b.l2.Apply(context.Background(), &e6, invalidation.RefreshHeld)
 		b.applyL1(e6)
 		// A gap in the event stream resets L1; the group has applied everything in the log
 		// (v7's event is still not published), so the gating trusts L2 again.
@@ -188,7 +188,7 @@ func TestReviewCacheAsideSetAfterRedisWipe(t *testing.T) {
 		// The application reads v3 from its database (not through the node) ...
 		del := invalidation.Event{Key: "k", Version: 4, Op: invalidation.OpDelete}
 		b.applyL1(del)
-		b.l2.Apply(nil, &del, invalidation.RefreshHeld)
+		b.l2.Apply(context.Background(), &del, invalidation.RefreshHeld)
 		b.l2.wipe()
 		// ... and then calls Set with what it read.
 		resp, err := (&service{n: b.Node}).Set(context.Background(), &pb.SetRequest{Key: "k", Value: []byte("v3"), Version: 3})

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"github.com/cachewire/cachewire/internal/retry"
 	"time"
 
 	"google.golang.org/grpc"
@@ -90,7 +90,7 @@ func defaults() options {
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
 // WithRetries sets how many times an idempotent call that failed with Unavailable is retried
-// (with exponential back-off from backoff, and full jitter). Default 3 retries from 20 ms.
+// (with exponential back-off from backoff, and jitter). Default 3 retries from 20 ms.
 // Writes that create a version (Put, Delete) are never retried.
 func WithRetries(retries int, backoff time.Duration) Option {
 	return func(o *options) { o.attempts, o.backoff = retries+1, backoff }
@@ -146,20 +146,14 @@ func (c *conn) call(ctx context.Context, method string, idempotent bool, f func(
 	if idempotent {
 		attempts = c.o.attempts
 	}
-	backoff := c.o.backoff
+	b := retry.NewBackoff(c.o.backoff, c.o.backoff<<uint(max(attempts-2, 0)))
 	var err error
 	for i := 0; i < attempts; i++ {
 		if err = f(ctx); status.Code(err) != codes.Unavailable || i == attempts-1 {
 			break
 		}
-		sleep := time.Duration(rand.Int64N(int64(backoff) + 1))
-		backoff *= 2
-		t := time.NewTimer(sleep)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return wrap(method, err)
+		if !retry.Sleep(ctx, b.Next()) {
+			break
 		}
 	}
 	return wrap(method, err)

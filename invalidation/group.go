@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cachewire/cachewire/internal/retry"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -76,7 +77,7 @@ type GroupApplier struct {
 	log    *slog.Logger
 	rcfg   kafka.ReaderConfig
 	dlq    *kafka.Writer
-	badLog *logLimiter
+	badLog *retry.LogLimiter
 
 	mu      sync.Mutex
 	r       *kafka.Reader // built by Run: a kafka-go group reader joins the group at once
@@ -124,7 +125,7 @@ func NewGroupApplier(cfg GroupApplierConfig) (*GroupApplier, error) {
 	g := &GroupApplier{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "group-applier", "group", cfg.GroupID),
-		badLog: newLogLimiter(10, time.Second),
+		badLog: retry.NewLogLimiter(10, time.Second),
 		done:   make(chan struct{}),
 	}
 	g.rcfg = kafka.ReaderConfig{
@@ -183,7 +184,7 @@ func (g *GroupApplier) Run(ctx context.Context) error {
 				return nil
 			}
 			g.log.Warn("fetch failed", "err", err)
-			if !sleepCtx(ctx, 100*time.Millisecond) {
+			if !retry.Sleep(ctx, 100*time.Millisecond) {
 				return nil
 			}
 			continue
@@ -226,7 +227,7 @@ func (g *GroupApplier) apply(ctx context.Context, events []Event) bool {
 	if len(events) == 0 {
 		return true
 	}
-	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	backoff := retry.NewBackoff(50*time.Millisecond, 5*time.Second)
 	for attempt := 1; ; attempt++ {
 		err := g.cfg.Applier.ApplyBatch(ctx, events)
 		if err == nil {
@@ -244,7 +245,7 @@ func (g *GroupApplier) apply(ctx context.Context, events []Event) bool {
 		if attempt == 1 || attempt%20 == 0 {
 			g.log.Warn("apply failed; retrying without committing", "events", len(events), "attempt", attempt, "err", err)
 		}
-		if !sleepCtx(ctx, backoff.next()) {
+		if !retry.Sleep(ctx, backoff.Next()) {
 			return false
 		}
 	}
@@ -252,7 +253,7 @@ func (g *GroupApplier) apply(ctx context.Context, events []Event) bool {
 
 func (g *GroupApplier) bad(ctx context.Context, m kafka.Message, err error) {
 	g.invalid.Add(1)
-	if g.badLog.allow() {
+	if g.badLog.Allow() {
 		g.log.Warn("skipping invalid event", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
 	}
 	if g.dlq != nil {

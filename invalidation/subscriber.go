@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cachewire/cachewire/internal/retry"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -113,7 +114,7 @@ type Subscriber struct {
 	log    *slog.Logger
 	dialer *kafka.Dialer
 	dlq    *kafka.Writer
-	badLog *logLimiter
+	badLog *retry.LogLimiter
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -169,7 +170,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		done:   make(chan struct{}),
 		parts:  make(map[topicPartition]*PartitionState),
 		count:  make(map[string]int),
-		badLog: newLogLimiter(10, time.Second),
+		badLog: retry.NewLogLimiter(10, time.Second),
 	}
 	if s.dialer == nil {
 		s.dialer = &kafka.Dialer{Timeout: 5 * time.Second, DualStack: true}
@@ -215,7 +216,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	var bootPending atomic.Int64
 	tick := time.NewTicker(s.cfg.MetadataInterval)
 	defer tick.Stop()
-	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	backoff := retry.NewBackoff(100*time.Millisecond, 5*time.Second)
 	for {
 		found, err := s.lookupPartitions(ctx)
 		if err != nil {
@@ -223,12 +224,12 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				return nil
 			}
 			s.log.Warn("cannot read topic metadata; retrying", "topics", s.cfg.Topics, "err", err)
-			if !sleepCtx(ctx, backoff.next()) {
+			if !retry.Sleep(ctx, backoff.Next()) {
 				return nil
 			}
 			continue
 		}
-		backoff.reset()
+		backoff.Reset()
 		for _, tp := range found {
 			s.mu.Lock()
 			_, running := s.parts[tp]
@@ -305,7 +306,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 		}
 	}()
 	offset := start // kafka.LastOffset / FirstOffset until resolved
-	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	backoff := retry.NewBackoff(50*time.Millisecond, 5*time.Second)
 	var events []Event
 	var once sync.Once
 	var pendingReset error // a gap found before the log end could be resolved
@@ -321,7 +322,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 				if failures == 1 || failures%20 == 0 {
 					log.Warn("cannot reach partition leader; retrying", "err", err, "attempts", failures)
 				}
-				sleepCtx(ctx, backoff.next())
+				retry.Sleep(ctx, backoff.Next())
 				continue
 			}
 			if failures > 0 {
@@ -344,7 +345,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 				}
 				conn.Close()
 				conn = nil
-				sleepCtx(ctx, backoff.next())
+				retry.Sleep(ctx, backoff.Next())
 				continue
 			}
 			if pendingReset != nil {
@@ -401,7 +402,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 		switch {
 		case err == nil || errors.Is(err, io.EOF) || emptyFetch:
 			failures = 0
-			backoff.reset()
+			backoff.Reset()
 			s.update(tp, func(st *PartitionState) {
 				st.Offset, st.HighWatermark = offset, hwm
 				if offset >= hwm {
@@ -419,7 +420,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 				conn.Close()
 				conn = nil
 				offset, pendingReset = kafka.LastOffset, err
-				sleepCtx(ctx, backoff.next())
+				retry.Sleep(ctx, backoff.Next())
 				continue
 			}
 			s.reset(tp, log, err)
@@ -435,7 +436,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			}
 			conn.Close()
 			conn = nil
-			sleepCtx(ctx, backoff.next())
+			retry.Sleep(ctx, backoff.Next())
 		}
 	}
 }
@@ -483,7 +484,7 @@ func (s *Subscriber) bad(ctx context.Context, log *slog.Logger, m kafka.Message,
 	if s.cfg.OnInvalid != nil {
 		s.cfg.OnInvalid(m.Topic, m.Partition, m.Offset, err)
 	}
-	if s.badLog.allow() {
+	if s.badLog.Allow() {
 		log.Warn("skipping invalid event", "offset", m.Offset, "err", err)
 	}
 	if s.dlq != nil {
@@ -568,59 +569,8 @@ func (s *Subscriber) Close() error {
 	return nil
 }
 
-// backoff is capped exponential back-off with full jitter.
-type backoff struct{ min, max, cur time.Duration }
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleepCtx waits d or until ctx ends, and reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func shuffled(in []string) []string {
 	out := append([]string(nil), in...)
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
-}
-
-// logLimiter allows n log lines per period, so a flood of bad input cannot flood the log.
-type logLimiter struct {
-	mu     sync.Mutex
-	n      int
-	period time.Duration
-	start  time.Time
-	used   int
-}
-
-func newLogLimiter(n int, period time.Duration) *logLimiter {
-	return &logLimiter{n: n, period: period}
-}
-
-func (l *logLimiter) allow() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now := time.Now(); now.Sub(l.start) > l.period {
-		l.start, l.used = now, 0
-	}
-	l.used++
-	return l.used <= l.n
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cachewire/cachewire/internal/retry"
 	"log/slog"
 	"os"
 	"strconv"
@@ -143,7 +144,7 @@ type Writer struct {
 	writes   chan *write
 	kick     chan struct{}
 	deadKick chan struct{}
-	deadLog  *logLimiter
+	deadLog  *retry.LogLimiter
 
 	mu        sync.Mutex
 	published uint64              // every version <= published was acked by Kafka or dead-lettered
@@ -191,7 +192,7 @@ func New(cfg Config) (*Writer, error) {
 	w := &Writer{
 		cfg: cfg, log: cfg.Logger.With("writer", cfg.WriterID), store: st, pub: pub, limits: limits,
 		writes: make(chan *write, 1024), kick: make(chan struct{}, 1), deadKick: make(chan struct{}, 1),
-		deadLog: newLogLimiter(10, time.Second), advanced: make(chan struct{}), dead: map[uint64]struct{}{},
+		deadLog: retry.NewLogLimiter(10, time.Second), advanced: make(chan struct{}), dead: map[uint64]struct{}{},
 	}
 	n, dead, seq, err := st.depth()
 	if err != nil {
@@ -370,7 +371,7 @@ func (w *Writer) eventValueMax() int {
 // oldest row left. A row that can never be published is dead-lettered instead, so that it
 // does not hold up the rows behind it.
 func (w *Writer) relayLoop() {
-	backoff, failures := time.Duration(0), 0
+	backoff, failures := retry.NewBackoff(100*time.Millisecond, 5*time.Second), 0
 	for {
 		n, err := w.relayOnce()
 		if err == nil && n == 0 {
@@ -387,7 +388,8 @@ func (w *Writer) relayLoop() {
 			if failures > 0 {
 				w.log.Info("Kafka is back: publishing the outbox", "after_failures", failures, "outbox_depth", w.depth.Load())
 			}
-			backoff, failures = 0, 0
+			backoff.Reset()
+			failures = 0
 			continue
 		}
 		if w.ctx.Err() != nil {
@@ -395,14 +397,12 @@ func (w *Writer) relayLoop() {
 		}
 		failures++
 		w.m.publishErrors.Inc()
-		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+		wait := backoff.Next()
 		if failures == 1 || failures%10 == 0 {
 			w.log.Warn("cannot publish the outbox; writes stay durable and will be published later",
-				"err", err, "outbox_depth", w.depth.Load(), "attempt", failures, "retry_in", backoff)
+				"err", err, "outbox_depth", w.depth.Load(), "attempt", failures, "retry_in", wait)
 		}
-		select {
-		case <-time.After(backoff):
-		case <-w.ctx.Done():
+		if !retry.Sleep(w.ctx, wait) {
 			return
 		}
 	}
@@ -564,7 +564,7 @@ func (w *Writer) bury(rows []deadRow) error {
 		kept = "the outbox_dead bucket until topic " + w.cfg.DeadLetterTopic + " acks it"
 	}
 	for _, r := range rows {
-		if w.deadLog.allow() {
+		if w.deadLog.Allow() {
 			w.log.Error("outbox row cannot be published: dead-lettered so the rows behind it go on",
 				"outbox_seq", r.seq, "key", r.key, "reason", r.reason, "kept_in", kept)
 		}
@@ -579,26 +579,27 @@ func (w *Writer) bury(rows []deadRow) error {
 // deadLetterLoop writes the rows of the outbox_dead bucket to the dead-letter topic and deletes
 // them from the bucket once Kafka acked them, retrying with capped back-off.
 func (w *Writer) deadLetterLoop() {
-	backoff, failures := time.Duration(0), 0
+	backoff, failures := retry.NewBackoff(time.Second, time.Minute), 0
 	for {
 		wait := (<-chan time.Time)(nil) // nothing to do: wait for a kick
 		if w.deadRows.Load() > 0 {
 			n, err := w.flushDead()
 			switch {
 			case err == nil && n > 0:
-				backoff, failures = 0, 0
+				backoff.Reset()
+				failures = 0
 				continue
 			case err != nil:
 				if w.ctx.Err() != nil {
 					return
 				}
 				failures++
-				backoff = min(max(2*backoff, time.Second), time.Minute)
+				d := backoff.Next()
 				if failures == 1 || failures%10 == 0 {
 					w.log.Warn("cannot write dead rows to the dead-letter topic; they stay in the outbox_dead bucket",
-						"topic", w.cfg.DeadLetterTopic, "rows", w.deadRows.Load(), "err", err, "attempt", failures, "retry_in", backoff)
+						"topic", w.cfg.DeadLetterTopic, "rows", w.deadRows.Load(), "err", err, "attempt", failures, "retry_in", d)
 				}
-				wait = time.After(backoff)
+				wait = time.After(d)
 			}
 		}
 		select {
@@ -825,27 +826,4 @@ func newMetrics(w *Writer) *metrics {
 		m.reg.MustRegister(c)
 	}
 	return m
-}
-
-// logLimiter allows n log lines per period, so a flood of bad rows cannot flood the log.
-type logLimiter struct {
-	mu     sync.Mutex
-	n      int
-	period time.Duration
-	start  time.Time
-	used   int
-}
-
-func newLogLimiter(n int, period time.Duration) *logLimiter {
-	return &logLimiter{n: n, period: period}
-}
-
-func (l *logLimiter) allow() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now := time.Now(); now.Sub(l.start) > l.period {
-		l.start, l.used = now, 0
-	}
-	l.used++
-	return l.used <= l.n
 }

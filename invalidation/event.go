@@ -1,7 +1,6 @@
 package invalidation
 
 import (
-	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -88,18 +87,6 @@ func (l Limits) WithDefaults() Limits {
 	}
 	return l
 }
-
-// ErrInvalidEvent is wrapped by every error that Decode and Validate return for a bad event.
-var ErrInvalidEvent = errors.New("invalidation: invalid event")
-
-// Errors a key or value check returns; each is also reported wrapped in ErrInvalidEvent for events.
-var (
-	ErrEmptyKey      = errors.New("key is empty")
-	ErrKeyTooLong    = errors.New("key is longer than the limit")
-	ErrKeyNotUTF8    = errors.New("key is not valid UTF-8")
-	ErrValueTooLarge = errors.New("value is larger than the limit")
-	ErrZeroVersion   = errors.New("version must be greater than zero")
-)
 
 // CheckKey reports whether key is acceptable under l: non-empty, valid UTF-8 and at most
 // MaxKeyBytes long. The error names the limit.

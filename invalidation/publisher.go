@@ -11,9 +11,6 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// ErrClosed is returned by calls on a closed Publisher, Subscriber or GroupApplier.
-var ErrClosed = errors.New("invalidation: closed")
-
 // PublisherConfig configures a Publisher. Every field documents its zero-value default.
 type PublisherConfig struct {
 	// Brokers are the Kafka bootstrap addresses. Required.

@@ -20,9 +20,6 @@ import (
 	"github.com/cachewire/cachewire/redistier"
 )
 
-// ErrClosed is returned by Start, Shutdown and Close on a node that was already shut down.
-var ErrClosed = errors.New("node: closed")
-
 // Node is a cache node: L1 fed by its own subscriber, L2 in Redis fed by the shared group, an
 // origin loader, and CacheService over gRPC. Start binds and starts everything; Shutdown drains;
 // Close stops at once.

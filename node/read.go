@@ -12,15 +12,6 @@ import (
 	"github.com/cachewire/cachewire/redistier"
 )
 
-// Errors the read path returns; service.go maps them to gRPC codes.
-var (
-	errNotReady          = errors.New("node is starting: not yet positioned at the log end of every partition")
-	errInvalidArgument   = errors.New("invalid argument")
-	errOriginUnavailable = errors.New("origin unavailable")
-	errOriginBehind      = errors.New("origin is behind the requested min_version")
-	errChanging          = errors.New("key keeps changing")
-)
-
 // loaded is the answer to one read.
 type loaded struct {
 	value     []byte

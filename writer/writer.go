@@ -23,9 +23,6 @@ import (
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
-// ErrClosed is returned by calls on a writer that was shut down.
-var ErrClosed = errors.New("writer: closed")
-
 // Config configures a Writer. Every field documents its zero-value default.
 type Config struct {
 	// WriterID names this writer as the source of its events. If empty, the host name.

@@ -34,7 +34,7 @@ type Node struct {
 	pub   *invalidation.Publisher
 	m     *metrics
 
-	srv *serving.Server // built by Start
+	srv serving.Ref // the serving surface Start builds
 
 	ctx    context.Context // the node's lifetime
 	cancel context.CancelFunc
@@ -46,7 +46,6 @@ type Node struct {
 	readyCh chan struct{} // closed once ready is set
 	started atomic.Bool
 	closed  atomic.Bool
-	srvMu   sync.Mutex
 
 	loads, staleReads atomic.Uint64
 	applied, ignored  atomic.Uint64
@@ -82,6 +81,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.freshAt, n.l2Trusted = n.freshAsOf, n.l2Fresh
+	n.srv.Configure(cfg.GRPCAddr)
 	n.flight = newFlight(n.ctx, &n.wg)
 	var err error
 	if n.l1, err = lru.New(cfg.L1); err != nil {
@@ -174,7 +174,7 @@ func (n *Node) Start() error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("node: Start called twice")
 	}
-	srv, err := serving.New(serving.Config{
+	srv, err := n.srv.Start(serving.Config{
 		Name: "node", GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr, Pprof: n.cfg.Pprof,
 		MaxRecvMsgBytes: n.cfg.MaxRecvMsgBytes, Registry: n.m.reg, Logger: n.log,
 		Register:     func(g *grpc.Server) { pb.RegisterCacheServiceServer(g, &service{n: n}) },
@@ -190,12 +190,6 @@ func (n *Node) Start() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	if err := srv.Start(); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	n.srvMu.Lock()
-	n.srv = srv
-	n.srvMu.Unlock()
 
 	n.goRun("subscriber", func() error { return n.sub.Run(n.ctx) })
 	if n.group != nil {
@@ -223,12 +217,6 @@ func (n *Node) Start() error {
 	return nil
 }
 
-func (n *Node) server() *serving.Server {
-	n.srvMu.Lock()
-	defer n.srvMu.Unlock()
-	return n.srv
-}
-
 func (n *Node) goRun(name string, f func() error) {
 	n.wg.Add(1)
 	go func() {
@@ -240,20 +228,10 @@ func (n *Node) goRun(name string, f func() error) {
 }
 
 // GRPCAddr returns the address gRPC listens on (after Start), or the configured one.
-func (n *Node) GRPCAddr() string {
-	if srv := n.server(); srv != nil {
-		return srv.GRPCAddr()
-	}
-	return n.cfg.GRPCAddr
-}
+func (n *Node) GRPCAddr() string { return n.srv.GRPCAddr() }
 
 // HTTPAddr returns the address HTTP listens on (after Start), or "" when disabled.
-func (n *Node) HTTPAddr() string {
-	if srv := n.server(); srv != nil {
-		return srv.HTTPAddr()
-	}
-	return ""
-}
+func (n *Node) HTTPAddr() string { return n.srv.HTTPAddr() }
 
 // WaitReady blocks until the node is positioned at the log end of every partition and serving,
 // or ctx ends, or the node is shut down.
@@ -286,7 +264,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		return ErrClosed
 	}
 	var err error
-	if srv := n.server(); srv != nil {
+	if srv := n.srv.Get(); srv != nil {
 		err = srv.Shutdown(ctx)
 	}
 	return errors.Join(err, n.stop())
@@ -297,7 +275,7 @@ func (n *Node) Close() error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	if srv := n.server(); srv != nil {
+	if srv := n.srv.Get(); srv != nil {
 		_ = srv.Close()
 	}
 	return n.stop()

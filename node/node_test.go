@@ -529,7 +529,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- n.Shutdown(context.Background()) }()
 	testenv.WaitFor(t, 10*time.Second, func() string {
-		if srv := n.server(); srv == nil || !srv.Draining() {
+		if srv := n.srv.Get(); srv == nil || !srv.Draining() {
 			return "not draining"
 		}
 		return ""

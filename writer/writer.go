@@ -156,7 +156,7 @@ type Writer struct {
 	life    sync.Mutex // held by Start; Close and Shutdown take it to see what Start built
 	started bool
 
-	srv *serving.Server // built by Start
+	srv serving.Ref // the serving surface Start builds
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -217,6 +217,7 @@ func New(cfg Config) (*Writer, error) {
 		}
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
+	w.srv.Configure(cfg.GRPCAddr)
 	w.m = newMetrics(w)
 	return w, nil
 }
@@ -238,7 +239,7 @@ func (w *Writer) Start() error {
 	if err := w.ensureTopic(); err != nil {
 		return err
 	}
-	srv, err := serving.New(serving.Config{
+	srv, err := w.srv.Start(serving.Config{
 		Name: "writer", GRPCAddr: w.cfg.GRPCAddr, HTTPAddr: w.cfg.HTTPAddr,
 		MaxRecvMsgBytes: w.cfg.Limits.MaxValueBytes + 64<<10, Registry: w.m.reg, Logger: w.log,
 		Register:   func(g *grpc.Server) { pb.RegisterWriterServiceServer(g, &service{w: w}) },
@@ -247,10 +248,6 @@ func (w *Writer) Start() error {
 	if err != nil {
 		return fmt.Errorf("writer: %w", err)
 	}
-	if err := srv.Start(); err != nil {
-		return fmt.Errorf("writer: %w", err)
-	}
-	w.srv = srv
 
 	w.wg.Add(2)
 	go func() { defer w.wg.Done(); w.commitLoop() }()
@@ -689,21 +686,11 @@ func (w *Writer) waitPublished(ctx context.Context, v uint64) bool {
 	}
 }
 
-// GRPCAddr returns the gRPC address (after Start, the bound one).
-func (w *Writer) GRPCAddr() string {
-	if srv := w.built(); srv != nil {
-		return srv.GRPCAddr()
-	}
-	return w.cfg.GRPCAddr
-}
+// GRPCAddr returns the address gRPC listens on (after Start), or the configured one.
+func (w *Writer) GRPCAddr() string { return w.srv.GRPCAddr() }
 
-// HTTPAddr returns the HTTP address after Start, or "".
-func (w *Writer) HTTPAddr() string {
-	if srv := w.built(); srv != nil {
-		return srv.HTTPAddr()
-	}
-	return ""
-}
+// HTTPAddr returns the address HTTP listens on (after Start), or "" when disabled.
+func (w *Writer) HTTPAddr() string { return w.srv.HTTPAddr() }
 
 // OutboxDepth returns the number of committed changes not yet acked by Kafka.
 func (w *Writer) OutboxDepth() int64 { return w.depth.Load() }
@@ -770,7 +757,7 @@ func (w *Writer) Close() error {
 func (w *Writer) built() *serving.Server {
 	w.life.Lock()
 	defer w.life.Unlock()
-	return w.srv
+	return w.srv.Get()
 }
 
 func (w *Writer) stop() error {

@@ -387,3 +387,63 @@ func (m *requestMetrics) observe(ctx context.Context, req any, info *grpc.UnaryS
 	c.Inc()
 	return resp, err
 }
+
+// Ref refers to the Server a process builds in Start. Before Start it answers with the configured
+// gRPC address. It is safe for concurrent use; the zero value is ready to use.
+type Ref struct {
+	mu       sync.Mutex
+	s        *Server
+	grpcAddr string
+}
+
+// Configure records the configured gRPC address, answered until Set.
+func (r *Ref) Configure(grpcAddr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.grpcAddr = grpcAddr
+}
+
+// Set records the Server Start built.
+func (r *Ref) Set(s *Server) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.s = s
+}
+
+// Get returns the Server, or nil before Start.
+func (r *Ref) Get() *Server {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.s
+}
+
+// GRPCAddr returns the address gRPC listens on (after Start), or the configured one.
+func (r *Ref) GRPCAddr() string {
+	if s := r.Get(); s != nil {
+		return s.GRPCAddr()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.grpcAddr
+}
+
+// HTTPAddr returns the address HTTP listens on (after Start), or "".
+func (r *Ref) HTTPAddr() string {
+	if s := r.Get(); s != nil {
+		return s.HTTPAddr()
+	}
+	return ""
+}
+
+// Start builds a Server from cfg, starts it and records it.
+func (r *Ref) Start(cfg Config) (*Server, error) {
+	s, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Start(); err != nil {
+		return nil, err
+	}
+	r.Set(s)
+	return s, nil
+}

@@ -3,7 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
-	"github.com/cachewire/cachewire/internal/retry"
+
 	"time"
 
 	"google.golang.org/grpc"
@@ -13,6 +13,8 @@ import (
 	_ "google.golang.org/grpc/health" // client-side health checking
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/cachewire/cachewire/internal/retry"
 )
 
 // Error is a failed call: the gRPC code and the server's message.

@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/cachewire/cachewire/internal/retry"
+
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/internal/retry"
 )
 
 // BatchApplier applies a batch of valid events, in order, to a shared tier. It returns an error

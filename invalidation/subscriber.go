@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/cachewire/cachewire/internal/retry"
+
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/internal/retry"
 )
 
 // Sink receives what a Subscriber reads. Both methods are called from the partition's own

@@ -1,0 +1,86 @@
+package invalidation
+
+import (
+	"sort"
+	"time"
+)
+
+// PartitionState is how far a Subscriber has read one partition.
+type PartitionState struct {
+	Topic     string
+	Partition int
+	// Positioned is true once the partition has a starting offset.
+	Positioned bool
+	// Offset is the next offset to read.
+	Offset int64
+	// HighWatermark is the log end offset the broker last reported.
+	HighWatermark int64
+	// CaughtUpAt is the start of the last fetch that found the partition read to its log end:
+	// every event published before that moment has been applied. Zero until the first one.
+	CaughtUpAt time.Time
+}
+
+// SubscriberStats are a Subscriber's counters.
+type SubscriberStats struct {
+	// Events counts valid events handed to the sink; Invalid counts events skipped as
+	// undecodable or invalid; DeadLettered counts those written to the dead-letter topic.
+	Events, Invalid, DeadLettered uint64
+	// Resets counts gaps that made the subscriber reset the sink; Reconnects counts reconnections.
+	Resets, Reconnects uint64
+}
+
+type topicPartition struct {
+	topic     string
+	partition int
+}
+
+func (s *Subscriber) update(tp topicPartition, f func(*PartitionState)) {
+	s.mu.Lock()
+	if st, ok := s.parts[tp]; ok {
+		f(st)
+	}
+	s.mu.Unlock()
+}
+
+// Partition returns the state of one partition.
+func (s *Subscriber) Partition(topic string, partition int) (PartitionState, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.parts[topicPartition{topic, partition}]
+	if !ok {
+		return PartitionState{}, false
+	}
+	return *st, true
+}
+
+// Partitions returns the state of every partition, sorted by topic and partition.
+func (s *Subscriber) Partitions() []PartitionState {
+	s.mu.Lock()
+	out := make([]PartitionState, 0, len(s.parts))
+	for _, st := range s.parts {
+		out = append(out, *st)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Topic != out[j].Topic {
+			return out[i].Topic < out[j].Topic
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	return out
+}
+
+// NumPartitions returns how many partitions topic had at the last metadata lookup, or 0.
+func (s *Subscriber) NumPartitions(topic string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count[topic]
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Subscriber) Stats() SubscriberStats {
+	return SubscriberStats{
+		Events: s.events.Load(), Invalid: s.invalid.Load(), DeadLettered: s.deadLettered.Load(),
+		Resets: s.resets.Load(), Reconnects: s.reconnects.Load(),
+	}
+}

@@ -146,8 +146,7 @@ func (c *Cache) BeginFill() FillToken {
 
 // Fill stores value at version for key, as read from a slower tier or the origin by a load that
 // began when tok was taken. It reports whether the fill was accepted: it is rejected when the tier
-// has seen a newer version of key, or when it forgot a young version (or was flushed) since tok
-// and knows nothing of key now. A value too large for the tier is not stored, but its version is
+// has seen a newer version of key, or when it forgot a young version (or was flushed) since tok. A value too large for the tier is not stored, but its version is
 // kept as a tombstone.
 func (c *Cache) Fill(key string, version uint64, value []byte, tok FillToken) bool {
 	c.mu.Lock()
@@ -156,8 +155,8 @@ func (c *Cache) Fill(key string, version uint64, value []byte, tok FillToken) bo
 }
 
 // Admits reports whether an answer at version, read by a load that began when tok was taken, may
-// still be served as fresh: the tier has seen no newer version of key, and, when it knows nothing
-// of key, it has not forgotten a young version (or been flushed) since tok. It is Fill's rule
+// still be served as fresh: the tier has seen no newer version of key, and it has not forgotten a
+// young version (or been flushed) since tok. It is Fill's rule
 // without the store; the node checks it just before it answers, so that an answer never goes
 // back behind a version the tier learned while the load was running.
 func (c *Cache) Admits(key string, version uint64, tok FillToken) bool {
@@ -168,8 +167,8 @@ func (c *Cache) Admits(key string, version uint64, tok FillToken) bool {
 
 // Keep records an answer the caller is about to serve, read by a load that began when tok was
 // taken: it stores it (a value, or with missing a not-found) as Fill does, and reports whether it
-// may be served. It is false when the tier has seen a newer version of key, or when it knows
-// nothing of key and forgot a young version (or was flushed) since tok. An answer too large to
+// may be served. It is false when the tier has seen a newer version of key, or when it forgot a
+// young version (or was flushed) since tok. An answer too large to
 // hold is kept as a tombstone at its version. Keeping every answer before it goes out is what
 // lets the tier refuse, later, anything older than what was served.
 func (c *Cache) Keep(key string, version uint64, value []byte, missing bool, tok FillToken) bool {

@@ -190,10 +190,12 @@ func (c *core) set(key string, version uint64, value []byte, negative bool, ttl 
 }
 
 // admits reports whether an answer at version, read by a load that began at tok, is at least as
-// new as everything the tier knows of key: the version rule, and the fence when it knows nothing.
+// new as everything the tier knows of key (the version rule), and the tier has forgotten nothing
+// since tok (the fence). The fence holds even for a key the tier knows: after a flush or a
+// dropped young tombstone it may have relearned only an older version of the key from a late
+// event, and the load may have read an answer older than what it forgot.
 func (c *core) admits(key string, version uint64, tok FillToken) bool {
-	st := c.state(key)
-	return invalidation.AcceptFill(st, version) && (st.Known || tok.fence == c.fence)
+	return tok.fence == c.fence && invalidation.AcceptFill(c.state(key), version)
 }
 
 // keep stores an answer about to be served, as fill does, and reports whether it may be served:

@@ -2,18 +2,12 @@ package checker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,7 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cachewire/cachewire/client"
-	"github.com/cachewire/cachewire/internal/topics"
+	"github.com/cachewire/cachewire/embedded"
+	"github.com/cachewire/cachewire/internal/fault"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/node"
 	"github.com/cachewire/cachewire/redistier"
@@ -62,36 +57,26 @@ func EnvFromTestEnv() Env {
 	return e
 }
 
-// Cluster is a writer and N nodes in this process, on in-process or real Kafka and Redis, with
-// the faults the scenarios inject.
+// Cluster is an embedded cluster (a writer and N nodes in this process, on in-process or real
+// Kafka and Redis) with the faults the scenarios inject and the final reads they check.
 type Cluster struct {
+	emb          *embedded.Cluster
 	env          Env
 	log          *slog.Logger
-	dir          string
-	topic, group string
-	prefix       string
+	group        string
 	maxStaleness time.Duration
 
-	kfake *kfake.Cluster
-	mini  *miniredis.Miniredis
-	rdb   *redis.Client
-	tier  *redistier.Tier
+	kfake *kfake.Cluster       // the in-process Kafka, nil on a real one
+	mini  *miniredis.Miniredis // the in-process Redis, nil on a real one
+	rdb   *redis.Client        // Redis, for FLUSHALL and the tier
+	tier  *redistier.Tier      // the final reads' and AddGroupMember's view of Redis
+	slow  *slowOrigin          // every node's loader goes through it
+	cuts  []*fault.Cutter      // node i's network to Kafka
+	cache []*client.Cache      // a client per node, stable across restarts
+	wconn *client.Writer       // a client of the writer, stable across restarts
 
-	originLoads atomic.Int64
-	originDelay atomic.Int64 // the bound of each load's random delay, in nanoseconds
-	delayMu     sync.Mutex
-	delayRand   *rand.Rand
-
-	mu          sync.Mutex
-	writer      *writer.Writer
-	writerAddr  string
-	nodes       []*node.Node
-	loaders     []*node.WriterLoader // the nodes' connections to the origin
-	nodeAddrs   []string
-	cutters     []*cutter
-	caches      []*client.Cache
-	writerConn  *client.Writer
-	kafkaPaused atomic.Bool
+	pauseMu     sync.Mutex
+	resumeKafka func() // set while the in-process Kafka is paused
 }
 
 // ClusterConfig shapes a Cluster.
@@ -107,251 +92,126 @@ type ClusterConfig struct {
 	Seed uint64
 }
 
-// StartCluster starts the cluster and waits until every node serves.
+// StartCluster starts the cluster, on a topic, L2 group and Redis key prefix of its own, and
+// waits until every node serves.
 func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	id := strconv.FormatInt(time.Now().UnixNano(), 36)
-	c = &Cluster{env: env, log: cfg.Logger, topic: "cwcheck-" + id, group: "cwcheck-l2-" + id, prefix: "cwcheck:" + id + ":",
-		maxStaleness: cfg.MaxStaleness}
 	if cfg.Seed == 0 {
 		cfg.Seed = clockSeed()
 	}
-	c.delayRand = rand.New(rand.NewPCG(cfg.Seed, 0x0de1a7))
-	c.SetOriginDelay(cfg.OriginDelay)
+	id := strconv.FormatInt(time.Now().UnixNano(), 36)
+	prefix := "cwcheck:" + id + ":"
+	c = &Cluster{env: env, log: cfg.Logger, group: "cwcheck-l2-" + id, maxStaleness: cfg.MaxStaleness,
+		slow: newSlowOrigin(cfg.Seed, cfg.OriginDelay)}
+	for range cfg.Nodes {
+		c.cuts = append(c.cuts, new(fault.Cutter))
+	}
 	defer func() {
 		if err != nil {
 			c.Close()
 		}
 	}()
-	if c.dir, err = os.MkdirTemp("", "cachewire-check-"); err != nil {
+	c.emb, err = embedded.Start(embedded.Config{Nodes: cfg.Nodes, Brokers: env.Brokers, RedisAddr: env.RedisAddr,
+		RedisPrefix: prefix, GroupID: c.group, Topic: "cwcheck-" + id, Partitions: cfg.Partitions, Logger: cfg.Logger,
+		Writer: func(wc *writer.Config) { wc.WaitTimeout = time.Second },
+		Node: func(i int, nc *node.Config) {
+			nc.L2.Backoff, nc.LoaderTimeout, nc.MaxStaleness = 200*time.Millisecond, 2*time.Second, cfg.MaxStaleness
+			nc.Loader, nc.KafkaDial = c.slow.wrap(nc.Loader), c.cuts[i].Dial
+		}})
+	if err != nil {
 		return c, err
 	}
-	if len(env.Brokers) == 0 {
-		c.kfake, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(cfg.Partitions), c.topic))
+	c.kfake, c.mini = c.emb.Kafka(), c.emb.Redis()
+	c.rdb = redis.NewClient(&redis.Options{Addr: c.emb.RedisAddr})
+	if c.tier, err = redistier.New(redistier.Config{Client: c.rdb, KeyPrefix: prefix}); err != nil {
+		return c, err
+	}
+	opts := []client.Option{client.WithTimeout(5 * time.Second), client.WithRetries(4, 100*time.Millisecond)}
+	if c.wconn, err = client.NewWriter(c.emb.WriterAddr, opts...); err != nil {
+		return c, err
+	}
+	for _, addr := range c.emb.NodeAddrs {
+		cc, err := client.NewCache(addr, opts...)
 		if err != nil {
 			return c, err
 		}
-		c.env.Brokers = c.kfake.ListenAddrs()
-	} else if err := topics.Create(ctx, env.Brokers, topics.Spec{Name: c.topic, Partitions: cfg.Partitions}); err != nil {
-		return c, err
-	}
-	if env.RedisAddr == "" {
-		c.mini = miniredis.NewMiniRedis()
-		if err := c.mini.Start(); err != nil {
-			return c, err
-		}
-		c.env.RedisAddr = c.mini.Addr()
-	}
-	c.rdb = redis.NewClient(&redis.Options{Addr: c.env.RedisAddr})
-	if c.tier, err = redistier.New(redistier.Config{Client: c.rdb, KeyPrefix: c.prefix}); err != nil {
-		return c, err
-	}
-	c.writerAddr = freeAddr()
-	if err := c.startWriter(); err != nil {
-		return c, err
-	}
-	if c.writerConn, err = client.NewWriter(c.writerAddr, client.WithTimeout(5*time.Second), client.WithRetries(4, 100*time.Millisecond)); err != nil {
-		return c, err
-	}
-	for range cfg.Nodes {
-		c.nodeAddrs = append(c.nodeAddrs, freeAddr())
-		c.cutters = append(c.cutters, &cutter{conns: map[net.Conn]bool{}})
-		c.nodes = append(c.nodes, nil)
-		c.loaders = append(c.loaders, nil)
-		cc, err := client.NewCache(c.nodeAddrs[len(c.nodeAddrs)-1], client.WithTimeout(5*time.Second), client.WithRetries(4, 100*time.Millisecond))
-		if err != nil {
-			return c, err
-		}
-		c.caches = append(c.caches, cc)
-	}
-	for i := range cfg.Nodes {
-		if err := c.startNode(ctx, i); err != nil {
-			return c, err
-		}
+		c.cache = append(c.cache, cc)
 	}
 	return c, nil
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// Writer returns a client of the writer, stable across restarts.
+func (c *Cluster) Writer() *client.Writer { return c.wconn }
 
-func (c *Cluster) startWriter() error {
-	w, err := writer.New(writer.Config{WriterID: "check-writer", DBPath: filepath.Join(c.dir, "writer.db"),
-		GRPCAddr: c.writerAddr, HTTPAddr: "-", Brokers: c.env.Brokers, Topic: c.topic, WaitTimeout: time.Second,
-		Logger: c.log.With("component", "writer")})
-	if err != nil {
-		return err
-	}
-	if err := w.Start(); err != nil {
-		w.Close()
-		return err
-	}
-	c.mu.Lock()
-	c.writer = w
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *Cluster) startNode(ctx context.Context, i int) error {
-	loader, err := node.DialWriter(c.writerAddr)
-	if err != nil {
-		return err
-	}
-	n, err := node.New(node.Config{
-		NodeID: fmt.Sprintf("check-node-%d", i), GRPCAddr: c.nodeAddrs[i], HTTPAddr: "-",
-		Brokers: c.env.Brokers, Topics: []string{c.topic}, GroupID: c.group,
-		L2:     redistier.Config{Addrs: []string{c.env.RedisAddr}, KeyPrefix: c.prefix, Backoff: 200 * time.Millisecond},
-		Loader: slowOrigin{loader, c}, LoaderTimeout: 2 * time.Second, MaxStaleness: c.maxStaleness, SubscriberMaxWait: 100 * time.Millisecond,
-		KafkaDial: c.cutters[i].dial, Logger: c.log.With("component", fmt.Sprintf("node-%d", i)),
-	})
-	if err != nil {
-		loader.Close()
-		return err
-	}
-	if err := n.Start(); err != nil {
-		loader.Close()
-		return err
-	}
-	// From here KillNode and Close stop the node and close its loader (the node does not).
-	c.mu.Lock()
-	c.nodes[i], c.loaders[i] = n, loader
-	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	return n.WaitReady(ctx)
-}
-
-// Writer returns a client of the writer; Caches clients of the nodes (stable across restarts).
-func (c *Cluster) Writer() *client.Writer { return c.writerConn }
-
-// Caches returns a client per node.
-func (c *Cluster) Caches() []*client.Cache { return c.caches }
-
-// KillNode stops node i at once (as a crash: no drain; its L1 is gone).
-func (c *Cluster) KillNode(i int) {
-	c.mu.Lock()
-	n, l := c.nodes[i], c.loaders[i]
-	c.nodes[i], c.loaders[i] = nil, nil
-	c.mu.Unlock()
-	if n != nil {
-		n.Close()
-	}
-	if l != nil {
-		l.Close()
-	}
-}
+// Caches returns a client per node, stable across restarts.
+func (c *Cluster) Caches() []*client.Cache { return c.cache }
 
 // SetOriginDelay sets the bound of the random delay before each origin load (0: none).
-func (c *Cluster) SetOriginDelay(d time.Duration) { c.originDelay.Store(int64(d)) }
+func (c *Cluster) SetOriginDelay(d time.Duration) { c.slow.bound.Store(int64(d)) }
 
 // OriginLoads returns how many loads the nodes made from the origin (across restarts).
-func (c *Cluster) OriginLoads() int64 { return c.originLoads.Load() }
+func (c *Cluster) OriginLoads() int64 { return c.slow.loads.Load() }
 
-// originWait returns a random delay up to the origin delay.
-func (c *Cluster) originWait() time.Duration {
-	bound := c.originDelay.Load()
-	if bound <= 0 {
-		return 0
-	}
-	c.delayMu.Lock()
-	defer c.delayMu.Unlock()
-	return time.Duration(c.delayRand.Int64N(bound + 1))
-}
+// KillNode stops node i at once (as a crash: no drain; its L1 is gone).
+func (c *Cluster) KillNode(i int) { c.emb.KillNode(i) }
 
-// slowOrigin is the nodes' loader: the writer's read API, counted, and slowed by the cluster's
-// origin delay.
-type slowOrigin struct {
-	*node.WriterLoader
-	c *Cluster
-}
+// RestartNode starts node i again on its address and waits until it serves.
+func (c *Cluster) RestartNode(ctx context.Context, i int) error { return c.emb.RestartNode(ctx, i) }
 
-func (o slowOrigin) Load(ctx context.Context, key string) (node.Loaded, error) {
-	o.c.originLoads.Add(1)
-	if d := o.c.originWait(); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return node.Loaded{}, ctx.Err()
-		}
-	}
-	return o.WriterLoader.Load(ctx, key)
-}
-
-// RestartNode starts node i again on its address.
-func (c *Cluster) RestartNode(ctx context.Context, i int) error { return c.startNode(ctx, i) }
-
-// KillWriter stops the writer at once: committed changes still in its outbox stay unpublished
-// until it restarts.
-func (c *Cluster) KillWriter() int64 {
-	c.mu.Lock()
-	w := c.writer
-	c.writer = nil
-	c.mu.Unlock()
-	if w == nil {
-		return 0
-	}
-	depth := w.OutboxDepth()
-	w.Close()
-	return depth
-}
+// KillWriter stops the writer at once and returns how many committed changes it left in its
+// outbox: they stay unpublished until it restarts.
+func (c *Cluster) KillWriter() int64 { return c.emb.KillWriter() }
 
 // RestartWriter starts the writer again on the same database and address.
-func (c *Cluster) RestartWriter() error { return c.startWriter() }
+func (c *Cluster) RestartWriter() error { return c.emb.RestartWriter() }
 
 // CutNode cuts node i off from Kafka (open connections closed, new ones refused) until
 // HealNode.
-func (c *Cluster) CutNode(i int) { c.cutters[i].cut() }
-
-// Resets returns how many times node i flushed L1 after a gap in the event stream.
-func (c *Cluster) Resets(i int) uint64 {
-	c.mu.Lock()
-	n := c.nodes[i]
-	c.mu.Unlock()
-	if n == nil {
-		return 0
-	}
-	return n.Resets()
-}
+func (c *Cluster) CutNode(i int) { c.cuts[i].Cut() }
 
 // HealNode lets node i reach Kafka again.
-func (c *Cluster) HealNode(i int) { c.cutters[i].heal() }
+func (c *Cluster) HealNode(i int) { c.cuts[i].Heal() }
+
+// Resets returns how many times node i flushed L1 after a gap in the event stream (0 while it
+// is killed).
+func (c *Cluster) Resets(i int) uint64 {
+	if n := c.emb.Node(i); n != nil {
+		return n.Resets()
+	}
+	return 0
+}
 
 // PauseKafka makes Kafka unreachable for everyone: in-process, every request fails and its
 // connection closes; a real broker is paused with SIGSTOP.
 func (c *Cluster) PauseKafka() error {
-	if c.kfake != nil {
-		if c.kafkaPaused.CompareAndSwap(false, true) {
-			c.kfake.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
-				if c.kafkaPaused.Load() {
-					c.kfake.KeepControl()
-					return nil, errors.New("kafka paused by the checker"), true
-				}
-				c.kfake.DropControl()
-				return nil, nil, false
-			})
-		}
-		return nil
+	if c.kfake == nil {
+		return fault.Script(c.env.KafkaCtl).Signal(syscall.SIGSTOP)
 	}
-	return c.signal(c.env.KafkaCtl, syscall.SIGSTOP)
+	c.pauseMu.Lock()
+	defer c.pauseMu.Unlock()
+	if c.resumeKafka == nil {
+		c.resumeKafka = fault.Refuse(c.kfake, "kafka paused by the checker")
+	}
+	return nil
 }
 
 // ResumeKafka undoes PauseKafka.
 func (c *Cluster) ResumeKafka() error {
-	if c.kfake != nil {
-		c.kafkaPaused.Store(false)
-		return nil
+	if c.kfake == nil {
+		return fault.Script(c.env.KafkaCtl).Signal(syscall.SIGCONT)
 	}
-	return c.signal(c.env.KafkaCtl, syscall.SIGCONT)
+	c.pauseMu.Lock()
+	defer c.pauseMu.Unlock()
+	if c.resumeKafka != nil {
+		c.resumeKafka()
+		c.resumeKafka = nil
+	}
+	return nil
 }
 
 // RestartKafka restarts the broker on its data: in-process, every connection is dropped for a
@@ -364,7 +224,7 @@ func (c *Cluster) RestartKafka() error {
 		time.Sleep(500 * time.Millisecond) // the outage itself
 		return c.ResumeKafka()
 	}
-	return c.script(c.env.KafkaCtl, "restart")
+	return fault.Script(c.env.KafkaCtl).Run("restart")
 }
 
 // FlushRedis runs FLUSHALL.
@@ -387,11 +247,11 @@ func (c *Cluster) RestartRedis(down time.Duration) error {
 		c.mini.FlushAll()
 		return c.mini.Restart()
 	}
-	if err := c.script(c.env.RedisCtl, "stop"); err != nil {
+	if err := fault.Script(c.env.RedisCtl).Run("stop"); err != nil {
 		return err
 	}
 	time.Sleep(down)
-	return c.script(c.env.RedisCtl, "start")
+	return fault.Script(c.env.RedisCtl).Run("start")
 }
 
 // StopRedis makes Redis unreachable (in-process: closed; real: SIGSTOP) until StartRedis.
@@ -400,7 +260,7 @@ func (c *Cluster) StopRedis() error {
 		c.mini.Close()
 		return nil
 	}
-	return c.signal(c.env.RedisCtl, syscall.SIGSTOP)
+	return fault.Script(c.env.RedisCtl).Signal(syscall.SIGSTOP)
 }
 
 // StartRedis undoes StopRedis.
@@ -408,33 +268,34 @@ func (c *Cluster) StartRedis() error {
 	if c.mini != nil {
 		return c.mini.Restart()
 	}
-	return c.signal(c.env.RedisCtl, syscall.SIGCONT)
+	return fault.Script(c.env.RedisCtl).Signal(syscall.SIGCONT)
 }
 
 // DeleteRecords removes every record below the log end of every partition (retention passing
 // everyone's position). kafka-go has no DeleteRecords, so this admin call goes through franz-go's
 // client, which the project already has for kfake.
 func (c *Cluster) DeleteRecords(ctx context.Context, partitions int) error {
+	topic := c.emb.Topic
 	if c.kfake != nil {
 		for p := range partitions {
-			info := c.kfake.PartitionInfo(c.topic, int32(p))
+			info := c.kfake.PartitionInfo(topic, int32(p))
 			if info == nil {
 				return fmt.Errorf("partition %d not found", p)
 			}
-			if err := c.kfake.DeleteRecords(c.topic, int32(p), info.HighWatermark); err != nil {
+			if err := c.kfake.DeleteRecords(topic, int32(p), info.HighWatermark); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.env.Brokers...))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.emb.Brokers...))
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	req := kmsg.NewPtrDeleteRecordsRequest()
 	rt := kmsg.NewDeleteRecordsRequestTopic()
-	rt.Topic = c.topic
+	rt.Topic = topic
 	for p := range partitions {
 		rp := kmsg.NewDeleteRecordsRequestTopicPartition()
 		rp.Partition, rp.Offset = int32(p), -1 // -1: up to the high watermark
@@ -456,36 +317,10 @@ func (c *Cluster) DeleteRecords(ctx context.Context, partitions int) error {
 	return nil
 }
 
-func (c *Cluster) script(path, verb string) error {
-	if path == "" {
-		return errors.New("this fault needs the server's control script (CACHEWIRE_TEST_KAFKA_CTL / CACHEWIRE_TEST_REDIS_CTL)")
-	}
-	out, err := exec.Command(path, verb).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", path, verb, err, out)
-	}
-	return nil
-}
-
-func (c *Cluster) signal(ctl string, sig syscall.Signal) error {
-	if ctl == "" {
-		return errors.New("this fault needs the server's control script (CACHEWIRE_TEST_KAFKA_CTL / CACHEWIRE_TEST_REDIS_CTL)")
-	}
-	out, err := exec.Command(ctl, "pid").Output()
-	if err != nil {
-		return fmt.Errorf("%s pid: %v", ctl, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		return fmt.Errorf("%s pid: %q", ctl, out)
-	}
-	return syscall.Kill(pid, sig)
-}
-
 // AddGroupMember starts a bare L2 group member (no node) in the shared group, to force a
 // rebalance; the returned func removes it.
 func (c *Cluster) AddGroupMember(ctx context.Context) (func(), error) {
-	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{Brokers: c.env.Brokers, Topics: []string{c.topic},
+	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{Brokers: c.emb.Brokers, Topics: []string{c.emb.Topic},
 		GroupID: c.group, Logger: c.log,
 		Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 			_, _, err := c.tier.ApplyBatch(ctx, events, invalidation.RefreshHeld)
@@ -499,122 +334,23 @@ func (c *Cluster) AddGroupMember(ctx context.Context) (func(), error) {
 	return func() { g.Close(); <-done }, nil
 }
 
-// Quiesce waits until the writer's outbox is empty and every node is caught up.
-func (c *Cluster) Quiesce(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	for {
-		c.mu.Lock()
-		w, nodes := c.writer, append([]*node.Node(nil), c.nodes...)
-		c.mu.Unlock()
-		ready := w != nil && w.OutboxDepth() == 0
-		for _, n := range nodes {
-			ready = ready && n != nil && n.Ready()
-		}
-		if ready {
-			// Two fetch rounds, so every node has read to the end what the relay published.
-			select {
-			case <-time.After(2*c.maxStaleness/5 + 300*time.Millisecond):
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster not quiet: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// Finals reads every key from the origin, from every node (plain Gets) and from Redis.
-func (c *Cluster) Finals(ctx context.Context, keys []string) ([]Final, error) {
-	var out []Final
-	for _, k := range keys {
-		f := Final{Key: k}
-		it, err := c.writerConn.Get(ctx, k)
-		if err != nil && !errors.Is(err, client.ErrNotFound) {
-			return nil, fmt.Errorf("final origin read of %s: %w", k, err)
-		}
-		f.Origin = it.Version
-		for _, cc := range c.caches {
-			it, err := cc.Get(ctx, k)
-			if err != nil {
-				return nil, fmt.Errorf("final read of %s: %w", k, err)
-			}
-			f.Nodes = append(f.Nodes, it.Version)
-		}
-		e, found, err := c.tier.Get(ctx, k)
-		if err != nil {
-			return nil, fmt.Errorf("final Redis read of %s: %w", k, err)
-		}
-		f.Redis, f.RedisValue = e.Version, found
-		out = append(out, f)
-	}
-	return out, nil
-}
-
-// Converged reads the finals until every node and Redis agree with the origin, or until ctx
-// ends; it returns the last finals read either way.
-func (c *Cluster) Converged(ctx context.Context, keys []string, settle time.Duration) ([]Final, error) {
-	deadline := time.Now().Add(settle)
-	for {
-		finals, err := c.Finals(ctx, keys)
-		if err != nil {
-			return nil, err
-		}
-		if agree(finals) || time.Now().After(deadline) {
-			return finals, nil
-		}
-		select {
-		case <-ctx.Done():
-			return finals, nil
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func agree(finals []Final) bool {
-	for _, f := range finals {
-		for _, v := range f.Nodes {
-			if v != f.Origin {
-				return false
-			}
-		}
-		if f.RedisValue && f.Redis != f.Origin {
-			return false
-		}
-	}
-	return true
-}
-
-// Close stops everything.
+// Close stops everything at once: the nodes and the writer as crashes, then Kafka and Redis.
 func (c *Cluster) Close() {
-	c.mu.Lock()
-	nodes, loaders, w := c.nodes, c.loaders, c.writer
-	c.mu.Unlock()
-	for _, cc := range c.caches {
+	for _, cc := range c.cache {
 		cc.Close()
 	}
-	if c.writerConn != nil {
-		c.writerConn.Close()
+	if c.wconn != nil {
+		c.wconn.Close()
 	}
-	for _, n := range nodes {
-		if n != nil {
-			n.Close()
-		}
-	}
-	for _, l := range loaders {
-		if l != nil {
-			l.Close()
-		}
-	}
-	if w != nil {
-		w.Close()
-	}
-	if c.kafkaPaused.Load() {
+	if c.kfake != nil {
 		c.ResumeKafka()
+	}
+	if c.emb != nil {
+		for i := range c.emb.NodeAddrs {
+			c.emb.KillNode(i)
+		}
+		c.emb.KillWriter()
+		c.emb.Close()
 	}
 	if c.tier != nil {
 		c.tier.Close()
@@ -622,74 +358,4 @@ func (c *Cluster) Close() {
 	if c.rdb != nil {
 		c.rdb.Close()
 	}
-	if c.mini != nil {
-		c.mini.Close()
-	}
-	if c.kfake != nil {
-		c.kfake.Close()
-	}
-	if c.dir != "" {
-		os.RemoveAll(c.dir)
-	}
-}
-
-// cutter is a dial function whose connections can be cut and whose new dials can be refused:
-// the network between one node and Kafka.
-type cutter struct {
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]bool
-}
-
-func (c *cutter) dial(ctx context.Context, network, address string) (net.Conn, error) {
-	c.mu.Lock()
-	down := c.down
-	c.mu.Unlock()
-	if down {
-		return nil, fmt.Errorf("dial %s: network cut by the checker", address)
-	}
-	conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, address)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.down {
-		conn.Close()
-		return nil, fmt.Errorf("dial %s: network cut by the checker", address)
-	}
-	c.conns[conn] = true
-	return &trackedConn{Conn: conn, c: c}, nil
-}
-
-func (c *cutter) cut() {
-	c.mu.Lock()
-	c.down = true
-	conns := c.conns
-	c.conns = map[net.Conn]bool{}
-	c.mu.Unlock()
-	for conn := range conns {
-		conn.Close()
-	}
-}
-
-func (c *cutter) heal() {
-	c.mu.Lock()
-	c.down = false
-	c.mu.Unlock()
-}
-
-type trackedConn struct {
-	net.Conn
-	c    *cutter
-	once sync.Once
-}
-
-func (t *trackedConn) Close() error {
-	t.once.Do(func() {
-		t.c.mu.Lock()
-		delete(t.c.conns, t.Conn)
-		t.c.mu.Unlock()
-	})
-	return t.Conn.Close()
 }

@@ -1,13 +1,3 @@
-// Package embedded runs a whole cachewire cluster in one process: Kafka (franz-go's kfake) and
-// Redis (miniredis) in memory unless real ones are named, one writer and any number of cache
-// nodes. The demo command, the client examples and the cachectl tests run on it.
-//
-// Usage:
-//
-//	c, err := embedded.Start(embedded.Config{Nodes: 3})
-//	if err != nil { ... }
-//	defer c.Close()
-//	fmt.Println(c.WriterAddr, c.NodeAddrs)
 package embedded
 
 import (
@@ -16,18 +6,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strconv"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/node"
-	"github.com/cachewire/cachewire/redistier"
 	"github.com/cachewire/cachewire/writer"
 )
+
+// ErrClosed is returned by RestartNode and RestartWriter after Close.
+var ErrClosed = errors.New("embedded: closed")
 
 // Config configures an embedded cluster. Every field documents its zero-value default.
 type Config struct {
@@ -46,7 +36,8 @@ type Config struct {
 	RedisPrefix string
 	// GroupID is the nodes' L2 consumer group. If empty, "cachewire-l2".
 	GroupID string
-	// Topic carries the change events. If empty, "cachewire.events".
+	// Topic carries the change events. If empty, "cachewire.events". The writer creates it on a
+	// real Kafka when it is missing.
 	Topic string
 	// Partitions of the topic. If zero, 3.
 	Partitions int
@@ -58,13 +49,20 @@ type Config struct {
 	HTTP bool
 	// DataDir holds the writer's database. If empty, a temporary directory removed by Close.
 	DataDir string
-	// Node, if set, adjusts each node's configuration before it starts.
+	// Node, if set, adjusts node i's configuration before each of its starts (Start and every
+	// RestartNode). Its Loader is then node i's own connection to the writer, which the cluster
+	// closes when the node stops: Node may wrap it (to slow or count loads) or set it to nil
+	// (see CacheAside). Setting KafkaDial routes node i's Kafka connections, say through a
+	// Cutter (internal/fault) that can cut the node off.
 	Node func(i int, c *node.Config)
+	// Writer, if set, adjusts the writer's configuration before each of its starts (Start and
+	// every RestartWriter).
+	Writer func(c *writer.Config)
 	// Logger receives every component's logs. If nil, logs are discarded.
 	Logger *slog.Logger
 }
 
-// Cluster is a running embedded cluster.
+// Cluster is a running embedded cluster. Its methods are safe for concurrent use.
 type Cluster struct {
 	// Brokers are the Kafka bootstrap addresses.
 	Brokers []string
@@ -72,17 +70,22 @@ type Cluster struct {
 	RedisAddr string
 	// Topic carries the change events.
 	Topic string
-	// WriterAddr is the writer's gRPC address; NodeAddrs the nodes' gRPC addresses.
+	// WriterAddr is the writer's gRPC address; NodeAddrs the nodes' gRPC addresses. Restarts
+	// keep them.
 	WriterAddr string
 	NodeAddrs  []string
-	// Writer and Nodes are the running components.
-	Writer *writer.Writer
-	Nodes  []*node.Node
 
-	loader  *node.WriterLoader
+	cfg     Config
 	kafka   *kfake.Cluster
 	redis   *miniredis.Miniredis
-	tempDir string
+	dir     string // the writer's database directory
+	tempDir string // removed by Close
+
+	mu      sync.Mutex
+	closed  bool
+	writer  *writer.Writer
+	nodes   []*node.Node         // nil while killed
+	loaders []*node.WriterLoader // node i's connection to the writer; nil while killed
 }
 
 // Start starts the cluster and returns once every node is positioned and serving.
@@ -102,93 +105,48 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if len(cfg.NodeAddrs) != 0 && len(cfg.NodeAddrs) != cfg.Nodes {
 		return nil, fmt.Errorf("embedded: %d node addresses for %d nodes", len(cfg.NodeAddrs), cfg.Nodes)
 	}
-	c = &Cluster{Brokers: cfg.Brokers, RedisAddr: cfg.RedisAddr, Topic: cfg.Topic}
+	c = &Cluster{Brokers: cfg.Brokers, RedisAddr: cfg.RedisAddr, Topic: cfg.Topic, WriterAddr: cfg.WriterAddr, cfg: cfg}
 	defer func() {
 		if err != nil {
 			c.Close()
 			c = nil
 		}
 	}()
-	if len(c.Brokers) == 0 {
-		opts := []kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(int32(cfg.Partitions), cfg.Topic)}
-		if cfg.KafkaPort != 0 {
-			opts = append(opts, kfake.Ports(cfg.KafkaPort))
-		}
-		if c.kafka, err = kfake.NewCluster(opts...); err != nil {
-			return c, fmt.Errorf("embedded: start in-process Kafka: %w", err)
-		}
-		c.Brokers = c.kafka.ListenAddrs()
+	if err := c.startServers(); err != nil {
+		return c, err
 	}
-	if c.RedisAddr == "" {
-		c.redis = miniredis.NewMiniRedis()
-		if cfg.RedisPort != 0 {
-			err = c.redis.StartAddr("127.0.0.1:" + strconv.Itoa(cfg.RedisPort))
-		} else {
-			err = c.redis.Start()
-		}
-		if err != nil {
-			return c, fmt.Errorf("embedded: start in-process Redis: %w", err)
-		}
-		c.RedisAddr = c.redis.Addr()
-	}
-	dir := cfg.DataDir
-	if dir == "" {
+	if c.dir = cfg.DataDir; c.dir == "" {
 		if c.tempDir, err = os.MkdirTemp("", "cachewire-embedded-"); err != nil {
 			return c, err
 		}
-		dir = c.tempDir
+		c.dir = c.tempDir
 	}
-	httpAddr := func() string {
-		if cfg.HTTP {
-			return "127.0.0.1:0"
-		}
-		return "-"
+	if c.WriterAddr == "" {
+		c.WriterAddr = "127.0.0.1:0"
 	}
-	wa := cfg.WriterAddr
-	if wa == "" {
-		wa = "127.0.0.1:0"
-	}
-	c.Writer, err = writer.New(writer.Config{WriterID: "embedded-writer", DBPath: filepath.Join(dir, "writer.db"),
-		GRPCAddr: wa, HTTPAddr: httpAddr(), Brokers: c.Brokers, Topic: cfg.Topic, CreateTopic: true,
-		TopicPartitions: cfg.Partitions, Logger: cfg.Logger.With("component", "writer")})
+	w, err := c.startWriter()
 	if err != nil {
 		return c, err
 	}
-	if err = c.Writer.Start(); err != nil {
-		return c, err
+	// From here restarts reuse the addresses the listeners got.
+	c.WriterAddr = w.GRPCAddr()
+	c.NodeAddrs = append([]string(nil), cfg.NodeAddrs...)
+	for range cfg.Nodes - len(c.NodeAddrs) {
+		c.NodeAddrs = append(c.NodeAddrs, "127.0.0.1:0")
 	}
-	c.WriterAddr = c.Writer.GRPCAddr()
-	if c.loader, err = node.DialWriter(c.WriterAddr); err != nil {
-		return c, err
-	}
+	c.nodes, c.loaders = make([]*node.Node, cfg.Nodes), make([]*node.WriterLoader, cfg.Nodes)
+	var started []*node.Node
 	for i := range cfg.Nodes {
-		addr := "127.0.0.1:0"
-		if len(cfg.NodeAddrs) > 0 {
-			addr = cfg.NodeAddrs[i]
-		}
-		nc := node.Config{
-			NodeID: "node-" + strconv.Itoa(i+1), GRPCAddr: addr, HTTPAddr: httpAddr(),
-			Brokers: c.Brokers, Topics: []string{cfg.Topic}, GroupID: cfg.GroupID,
-			L2:     redistier.Config{Addrs: []string{c.RedisAddr}, KeyPrefix: cfg.RedisPrefix},
-			Loader: c.loader, Policy: invalidation.RefreshHeld, SubscriberMaxWait: 100 * time.Millisecond,
-			Logger: cfg.Logger.With("component", "node-"+strconv.Itoa(i+1)),
-		}
-		if cfg.Node != nil {
-			cfg.Node(i, &nc)
-		}
-		n, err := node.New(nc)
+		n, err := c.startNode(i)
 		if err != nil {
 			return c, err
 		}
-		if err := n.Start(); err != nil {
-			return c, err
-		}
-		c.Nodes = append(c.Nodes, n)
-		c.NodeAddrs = append(c.NodeAddrs, n.GRPCAddr())
+		c.NodeAddrs[i] = n.GRPCAddr()
+		started = append(started, n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for _, n := range c.Nodes {
+	for _, n := range started {
 		if err := n.WaitReady(ctx); err != nil {
 			return c, fmt.Errorf("embedded: %w", err)
 		}
@@ -196,26 +154,42 @@ func Start(cfg Config) (c *Cluster, err error) {
 	return c, nil
 }
 
-// Close shuts everything down (nodes, writer, Redis, Kafka) and removes temporary files.
+// httpAddr is where a process serves HTTP: a free port with Config.HTTP, else nowhere.
+func (c *Cluster) httpAddr() string {
+	if c.cfg.HTTP {
+		return "127.0.0.1:0"
+	}
+	return "-"
+}
+
+// Close shuts everything down (nodes, writer, Redis, Kafka), letting requests in flight finish
+// and the writer publish its outbox for up to 10 seconds, and removes temporary files. A second
+// call does nothing.
 func (c *Cluster) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	nodes, loaders, w := c.nodes, c.loaders, c.writer
+	c.nodes, c.loaders, c.writer = nil, nil, nil
+	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var errs []error
-	for _, n := range c.Nodes {
-		errs = append(errs, ignoreClosed(n.Shutdown(ctx), node.ErrClosed))
+	for i, n := range nodes {
+		if n != nil {
+			errs = append(errs, ignoreClosed(n.Shutdown(ctx), node.ErrClosed))
+		}
+		if loaders[i] != nil {
+			errs = append(errs, loaders[i].Close())
+		}
 	}
-	if c.loader != nil {
-		errs = append(errs, c.loader.Close())
+	if w != nil {
+		errs = append(errs, ignoreClosed(w.Shutdown(ctx), writer.ErrClosed))
 	}
-	if c.Writer != nil {
-		errs = append(errs, ignoreClosed(c.Writer.Shutdown(ctx), writer.ErrClosed))
-	}
-	if c.redis != nil {
-		c.redis.Close()
-	}
-	if c.kafka != nil {
-		c.kafka.Close()
-	}
+	c.stopServers()
 	if c.tempDir != "" {
 		errs = append(errs, os.RemoveAll(c.tempDir))
 	}
@@ -227,16 +201,4 @@ func ignoreClosed(err, closed error) error {
 		return nil
 	}
 	return err
-}
-
-// CacheAside is a Config.Node function that runs every node without an origin loader.
-func CacheAside(_ int, c *node.Config) { c.Loader = nil }
-
-// StartRedis starts a standalone in-process Redis (miniredis) on a free port.
-func StartRedis() (*miniredis.Miniredis, error) {
-	m := miniredis.NewMiniRedis()
-	if err := m.Start(); err != nil {
-		return nil, err
-	}
-	return m, nil
 }

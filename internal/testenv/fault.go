@@ -1,17 +1,16 @@
 package testenv
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/cachewire/cachewire/internal/fault"
 )
 
 // EnvKafkaPID names the pid of the real broker's JVM, so fault tests can pause it.
@@ -23,11 +22,7 @@ const EnvKafkaCtl = "CACHEWIRE_TEST_KAFKA_CTL"
 
 func brokerPID() (int, error) {
 	if ctl := os.Getenv(EnvKafkaCtl); ctl != "" {
-		out, err := exec.Command(ctl, "pid").Output()
-		if err != nil {
-			return 0, fmt.Errorf("%s pid: %w", ctl, err)
-		}
-		return strconv.Atoi(strings.TrimSpace(string(out)))
+		return fault.Script(ctl).PID()
 	}
 	if v := os.Getenv(EnvKafkaPID); v != "" {
 		return strconv.Atoi(v)
@@ -42,16 +37,7 @@ func brokerPID() (int, error) {
 func (k *Kafka) CutFetches(t testing.TB) (heal func()) {
 	t.Helper()
 	if k.Fake != nil {
-		var cut atomic.Bool
-		cut.Store(true)
-		k.Fake.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
-			if cut.Load() {
-				k.Fake.KeepControl()
-				return nil, errors.New("fetch cut by the test"), true
-			}
-			return nil, nil, false
-		})
-		heal = func() { cut.Store(false) }
+		heal = fault.Refuse(k.Fake, "fetch cut by the test", kmsg.Fetch)
 		t.Cleanup(heal)
 		return heal
 	}
@@ -82,16 +68,7 @@ func (k *Kafka) Pause(t testing.TB) (resume func()) {
 	if k.Fake == nil {
 		return k.CutFetches(t)
 	}
-	var paused atomic.Bool
-	paused.Store(true)
-	k.Fake.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
-		if paused.Load() {
-			k.Fake.KeepControl()
-			return nil, errors.New("kafka paused by the test"), true
-		}
-		return nil, nil, false
-	})
-	resume = func() { paused.Store(false) }
+	resume = fault.Refuse(k.Fake, "kafka paused by the test")
 	t.Cleanup(resume)
 	return resume
 }

@@ -54,7 +54,7 @@ if [ "${1:-}" = "--check" ]; then
     rel="cachewire/v1/$(basename "$f")"
     if ! diff -u "$root/proto/$rel" "$f"; then status=1; fi
   done
-  for f in "$root"/proto/cachewire/v1/*.go; do
+  for f in "$root"/proto/cachewire/v1/*.pb.go; do
     [ -f "$tmp/cachewire/v1/$(basename "$f")" ] || { echo "genproto: stale generated file proto/cachewire/v1/$(basename "$f")"; status=1; }
   done
   if [ $status -ne 0 ]; then

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cachewire/cachewire/invalidation"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+)
+
+func (g *globals) stats(ctx context.Context) (*pb.StatsResponse, int) {
+	c, err := g.cache()
+	if err != nil {
+		return nil, g.fail("node "+g.node, err)
+	}
+	defer c.Close()
+	ctx, cancel := g.ctx(ctx)
+	defer cancel()
+	s, err := c.Stats(ctx)
+	if err != nil {
+		return nil, g.fail("node "+g.node, err)
+	}
+	return s, exitOK
+}
+
+func cmdStats(ctx context.Context, g *globals, args []string) int {
+	if _, ok := g.sub("stats", args, 0, "no arguments", nil); !ok {
+		return exitUsage
+	}
+	s, code := g.stats(ctx)
+	if s == nil {
+		return code
+	}
+	if g.json {
+		raw, _ := protojsonMarshal(s)
+		fmt.Fprintln(g.out, string(raw))
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "node\t%s\n", s.NodeId)
+	fmt.Fprintf(tw, "L1\thits %d\tmisses %d\tentries %d\tbytes %d\tstale fills rejected %d\n",
+		s.L1.GetHits(), s.L1.GetMisses(), s.L1.GetEntries(), s.L1.GetBytes(), s.L1.GetStaleFillsRejected())
+	if s.L2 != nil {
+		fmt.Fprintf(tw, "L2\thits %d\tmisses %d\t\t\tstale fills rejected %d\n", s.L2.GetHits(), s.L2.GetMisses(), s.L2.GetStaleFillsRejected())
+	}
+	fmt.Fprintf(tw, "origin loads\t%d\n", s.OriginLoads)
+	fmt.Fprintf(tw, "events\tapplied %d\tignored %d\tinvalid %d\n", s.EventsApplied, s.EventsIgnored, s.EventsInvalid)
+	return flushCode(tw)
+}
+
+func flushCode(tw *tabwriter.Writer) int {
+	if err := tw.Flush(); err != nil {
+		return exitError
+	}
+	return exitOK
+}
+
+func cmdLag(ctx context.Context, g *globals, args []string) int {
+	if _, ok := g.sub("lag", args, 0, "no arguments", nil); !ok {
+		return exitUsage
+	}
+	s, code := g.stats(ctx)
+	if s == nil {
+		return code
+	}
+	now := time.Now()
+	rows := make([]lagJSON, 0, len(s.Partitions))
+	for _, p := range s.Partitions {
+		r := lagJSON{Topic: p.Topic, Partition: p.Partition, Offset: p.Offset, HighWatermark: p.HighWatermark,
+			Lag: max(p.HighWatermark-p.Offset, 0), AgeSeconds: -1, L2Committed: p.L2CommittedOffset, L2AgeSeconds: -1}
+		if p.CaughtUpAt != nil {
+			r.CaughtUpAt = p.CaughtUpAt.AsTime()
+			r.AgeSeconds = now.Sub(r.CaughtUpAt).Seconds()
+		}
+		if p.L2CaughtUpAt != nil {
+			r.L2CaughtUpAt = p.L2CaughtUpAt.AsTime()
+			r.L2AgeSeconds = now.Sub(r.L2CaughtUpAt).Seconds()
+		}
+		rows = append(rows, r)
+	}
+	g.print(rows, func(w io.Writer) {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TOPIC\tPARTITION\tOFFSET\tLOG END\tLAG\tCAUGHT UP\tL2 COMMITTED\tL2 CAUGHT UP")
+		ago := func(s float64) string {
+			if s < 0 {
+				return "never"
+			}
+			return fmt.Sprintf("%.3fs ago", s)
+		}
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", r.Topic, r.Partition, r.Offset, r.HighWatermark, r.Lag,
+				ago(r.AgeSeconds), r.L2Committed, ago(r.L2AgeSeconds))
+		}
+		tw.Flush()
+	})
+	return exitOK
+}
+
+func cmdTail(ctx context.Context, g *globals, args []string) int {
+	var fromBeginning bool
+	var count int
+	if _, ok := g.sub("tail", args, 0, "no arguments", func(fs *flag.FlagSet) {
+		fs.BoolVar(&fromBeginning, "from-beginning", false, "start at the oldest event instead of the log end")
+		fs.IntVar(&count, "count", 0, "stop after this many events (0: until interrupted)")
+	}); !ok {
+		return exitUsage
+	}
+	if len(g.brokers) == 0 {
+		fmt.Fprintln(g.errOut, "cachectl tail: --kafka-brokers (or CACHEWIRE_KAFKA_BROKERS) is required")
+		return exitUsage
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan eventJSON, 1024)
+	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{
+		Brokers: g.brokers, Topics: []string{g.topic}, FromBeginning: fromBeginning, MaxWait: 100 * time.Millisecond,
+		Logger: quietLogger(g.errOut),
+		Sink: invalidation.SinkFuncs{
+			Apply: func(_ string, partition int, evs []invalidation.Event) {
+				for _, e := range evs {
+					ej := eventJSON{Partition: partition, Offset: e.Offset, Key: e.Key, Version: e.Version, Op: e.Op.String(),
+						Source: e.Source, CommittedAt: e.CommittedAt}
+					if e.HasValue {
+						v := string(e.Value)
+						ej.Value = &v
+					}
+					select {
+					case events <- ej:
+					case <-ctx.Done():
+						return
+					}
+				}
+			},
+			ResetFunc: func(topic string, partition int, reason string) {
+				fmt.Fprintf(g.errOut, "cachectl tail: gap in %s/%d (%s); continuing at the log end\n", topic, partition, reason)
+			},
+		},
+	})
+	if err != nil {
+		fmt.Fprintf(g.errOut, "cachectl tail: %v\n", err)
+		return exitUsage
+	}
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(ctx) }()
+	defer func() { sub.Close(); <-done }()
+	select {
+	case <-sub.Ready():
+	case <-time.After(g.timeout):
+		fmt.Fprintf(g.errOut, "cachectl tail: Kafka at %s: topic %q not readable within %v\ncachectl: is Kafka running and reachable?\n",
+			strings.Join(g.brokers, ","), g.topic, g.timeout)
+		return exitUnavailable
+	case <-ctx.Done():
+		return exitOK
+	}
+	for n := 0; count == 0 || n < count; n++ {
+		select {
+		case e := <-events:
+			g.print(e, func(w io.Writer) {
+				val := ""
+				if e.Value != nil {
+					val = " " + strconv.Quote(*e.Value)
+				}
+				fmt.Fprintf(w, "p%d@%d %s %s v%d%s\n", e.Partition, e.Offset, e.Op, e.Key, e.Version, val)
+			})
+		case <-ctx.Done():
+			return exitOK
+		}
+	}
+	return exitOK
+}
+
+func cmdHealth(ctx context.Context, g *globals, args []string) int {
+	var ofWriter bool
+	if _, ok := g.sub("health", args, 0, "no arguments", func(fs *flag.FlagSet) {
+		fs.BoolVar(&ofWriter, "writer", false, "check the writer instead of the node")
+	}); !ok {
+		return exitUsage
+	}
+	ctx, cancel := g.ctx(ctx)
+	defer cancel()
+	target, check := "node "+g.node, func() error {
+		c, err := g.cache()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return c.Health(ctx)
+	}
+	if ofWriter {
+		target, check = "writer "+g.writer, func() error {
+			w, err := g.writerClient()
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			return w.Health(ctx)
+		}
+	}
+	if err := check(); err != nil {
+		return g.fail(target, err)
+	}
+	g.print(map[string]any{"target": target, "serving": true}, func(w io.Writer) { fmt.Fprintf(w, "%s: SERVING\n", target) })
+	return exitOK
+}

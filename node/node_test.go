@@ -85,14 +85,14 @@ func (o *origin) Load(ctx context.Context, key string) (Loaded, error) {
 }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	kafka  *testenv.Kafka
 	redis  *testenv.Redis
 	topic  string
 	origin *origin
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	k := testenv.NewKafka(t)
 	return &harness{t: t, kafka: k, redis: testenv.NewRedis(t), topic: k.CreateTopic(t, "events", 3), origin: newOrigin()}
 }

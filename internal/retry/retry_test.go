@@ -33,7 +33,11 @@ func TestSleepEndsWithItsContext(t *testing.T) {
 
 func TestLogLimiterAllowsNPerPeriod(t *testing.T) {
 	l := NewLogLimiter(2, time.Hour)
-	if !l.Allow() || !l.Allow() || l.Allow() {
-		t.Fatal("want exactly 2 lines allowed in the period")
+	var got []bool
+	for range 3 {
+		got = append(got, l.Allow())
+	}
+	if !got[0] || !got[1] || got[2] {
+		t.Fatalf("Allow x3 = %v, want exactly 2 lines allowed in the period", got)
 	}
 }

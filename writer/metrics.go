@@ -8,6 +8,7 @@ import (
 type metrics struct {
 	reg            *prometheus.Registry
 	writes         *prometheus.CounterVec
+	puts, deletes  prometheus.Counter // writes' label sets, bound once
 	published      prometheus.Counter
 	publishErrors  prometheus.Counter
 	publishLatency prometheus.Histogram
@@ -20,6 +21,7 @@ type metrics struct {
 func newMetrics(w *Writer) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.writes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cachewire_writer_writes_total", Help: "Committed writes by op (put, delete)."}, []string{"op"})
+	m.puts, m.deletes = m.writes.WithLabelValues("put"), m.writes.WithLabelValues("delete")
 	m.published = prometheus.NewCounter(prometheus.CounterOpts{Name: "cachewire_writer_events_published_total", Help: "Outbox rows acked by Kafka."})
 	m.publishErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "cachewire_writer_publish_errors_total", Help: "Failed outbox publish attempts."})
 	m.publishLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cachewire_writer_publish_latency_seconds",

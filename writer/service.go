@@ -42,7 +42,7 @@ func (s *service) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse,
 	if err != nil {
 		return nil, err
 	}
-	s.w.m.writes.WithLabelValues("put").Inc()
+	s.w.m.puts.Inc()
 	return &pb.PutResponse{Version: v, Published: published, CommittedAt: timestamppb.New(at)}, nil
 }
 
@@ -54,7 +54,7 @@ func (s *service) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Delete
 	if err != nil {
 		return nil, err
 	}
-	s.w.m.writes.WithLabelValues("delete").Inc()
+	s.w.m.deletes.Inc()
 	return &pb.DeleteResponse{Version: v, Published: published, CommittedAt: timestamppb.New(at)}, nil
 }
 

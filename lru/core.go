@@ -208,14 +208,7 @@ func (c *core) keep(key string, version uint64, value []byte, negative bool, tok
 	if e, ok := c.values.Peek(key); ok && e.version == version && e.negative == negative {
 		return true // already held
 	}
-	ttl := c.cfg.TTL
-	if negative {
-		ttl = c.cfg.NegativeTTL
-	}
-	if !c.set(key, version, value, negative, ttl) {
-		c.removeValue(key, rInvalidated)
-		c.putTomb(key, tomb{version: version, storedAt: c.now()})
-	}
+	c.store(key, version, value, negative)
 	return true
 }
 
@@ -224,18 +217,26 @@ func (c *core) fill(key string, version uint64, value []byte, negative bool, tok
 		c.staleFills++
 		return false
 	}
-	ttl := c.cfg.TTL
-	if negative {
-		ttl = c.cfg.NegativeTTL
-	}
-	if !c.set(key, version, value, negative, ttl) {
-		// Too large to hold: remember the version, so that an older fill cannot follow it.
-		c.removeValue(key, rInvalidated)
-		c.putTomb(key, tomb{version: version, storedAt: c.now()})
+	if !c.store(key, version, value, negative) {
 		return false
 	}
 	c.fills++
 	return true
+}
+
+// store holds an admitted value (or not-found) under its TTL. One too large to hold is kept as a
+// tombstone at its version, so that nothing older can follow it; store then reports false.
+func (c *core) store(key string, version uint64, value []byte, negative bool) bool {
+	ttl := c.cfg.TTL
+	if negative {
+		ttl = c.cfg.NegativeTTL
+	}
+	if c.set(key, version, value, negative, ttl) {
+		return true
+	}
+	c.removeValue(key, rInvalidated)
+	c.putTomb(key, tomb{version: version, storedAt: c.now()})
+	return false
 }
 
 func (c *core) apply(e *invalidation.Event, p invalidation.Policy) invalidation.Action {

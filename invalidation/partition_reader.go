@@ -195,10 +195,10 @@ func offsetName(which int64) string {
 }
 
 func (s *Subscriber) reset(tp topicPartition, log *slog.Logger, cause error) {
-	s.resets.Add(1)
 	reason := cause.Error()
 	log.Warn("gap in the event stream: resetting the cache and continuing at the log end", "reason", reason)
 	s.cfg.Sink.Reset(tp.topic, tp.partition, reason)
+	s.resets.Add(1) // only once the sink was reset: whoever sees the count may rely on it
 }
 
 func (s *Subscriber) bad(ctx context.Context, log *slog.Logger, m kafka.Message, err error) {

@@ -27,8 +27,11 @@ type Config struct {
 	NegativeTTL time.Duration
 	// MaxTombstones bounds the number of tombstones held. If zero, it defaults to MaxEntries.
 	MaxTombstones int
-	// TombstoneTTL is how long a version the tier learned counts as young: forgetting a young
-	// version raises the fence (see BeginFill). It must be longer than the longest origin load.
+	// TombstoneTTL is how long a tombstone is kept, and how long a version the tier learned
+	// counts as young: forgetting a young version (the tombstone LRU is full) raises the fence
+	// (see BeginFill). A tombstone expires after TombstoneTTL, and then the tier no longer knows
+	// the key: a mistaken version stops blocking fills, but a load that took longer than
+	// TombstoneTTL could fill an older value. It must be longer than the longest origin load.
 	// If zero, it defaults to 30 seconds.
 	TombstoneTTL time.Duration
 	// Now returns the current time. If nil, it defaults to time.Now. For tests.
@@ -101,8 +104,10 @@ type Stats struct {
 	// YoungTombstonesDropped counts tombstones forgotten while younger than TombstoneTTL, each of
 	// which raised the fence.
 	YoungTombstonesDropped uint64
-	Entries, Tombstones    int
-	Bytes                  int64
+	// TombstonesExpired counts tombstones dropped because they outlived TombstoneTTL.
+	TombstonesExpired   uint64
+	Entries, Tombstones int
+	Bytes               int64
 }
 
 // Cache is the versioned in-process tier. It is safe for concurrent use.
@@ -238,7 +243,7 @@ func (c *Cache) Stats() Stats {
 	defer c.mu.Unlock()
 	s := Stats{
 		Hits: c.c.hits, Misses: c.c.misses, Fills: c.c.fills, StaleFillsRejected: c.c.staleFills,
-		TooLarge: c.c.tooLarge, YoungTombstonesDropped: c.c.youngDrops,
+		TooLarge: c.c.tooLarge, YoungTombstonesDropped: c.c.youngDrops, TombstonesExpired: c.c.tombsExpired,
 		Entries: c.c.values.Len(), Tombstones: c.c.tombs.Len(), Bytes: c.c.bytes,
 		Evictions: make(map[string]uint64, len(reasons)),
 	}

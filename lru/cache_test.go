@@ -307,3 +307,45 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestTombstoneExpiresByTTL: a tombstone at a mistaken high version blocks fills only until
+// TombstoneTTL has passed, even when the tier is far from full; its expiry raises no fence.
+func TestTombstoneExpiresByTTL(t *testing.T) {
+	c, clk := newTest(t, Config{TombstoneTTL: 30 * time.Second})
+	c.Apply(invalidate("k", 1_000_000), invalidation.RefreshHeld) // a typo in the version
+	if c.Fill("k", 5, []byte("v5"), c.BeginFill()) {
+		t.Fatal("a fill below a young tombstone was accepted")
+	}
+	fence := c.Fence()
+	clk.advance(30*time.Second + time.Nanosecond)
+	if st := c.State("k"); st.Known {
+		t.Fatalf("State after TombstoneTTL = %+v, want unknown", st)
+	}
+	if !c.Fill("k", 5, []byte("v5"), c.BeginFill()) {
+		t.Fatal("a fill was refused after the tombstone's TTL")
+	}
+	mustGet(t, c, "k", 5, "v5")
+	s := c.Stats()
+	if c.Fence() != fence || s.YoungTombstonesDropped != 0 {
+		t.Fatalf("expiry moved the fence (%d -> %d) or counted a young drop (%d)", fence, c.Fence(), s.YoungTombstonesDropped)
+	}
+	if s.TombstonesExpired != 1 {
+		t.Fatalf("TombstonesExpired = %d, want 1", s.TombstonesExpired)
+	}
+}
+
+// TestTombstonesSweptWithoutReads: old tombstones of keys nobody reads again leave the tier as
+// new ones are written, so Stats shows what is really held.
+func TestTombstonesSweptWithoutReads(t *testing.T) {
+	c, clk := newTest(t, Config{TombstoneTTL: time.Second})
+	for i := range 10 {
+		c.Apply(invalidate(fmt.Sprint("old", i), 3), invalidation.RefreshHeld)
+	}
+	clk.advance(2 * time.Second)
+	for i := range 3 { // each write sweeps up to tombSweep expired tombstones
+		c.Apply(invalidate(fmt.Sprint("new", i), 3), invalidation.RefreshHeld)
+	}
+	if s := c.Stats(); s.Tombstones != 3 || s.TombstonesExpired != 10 {
+		t.Fatalf("tombstones = %d (expired %d), want 3 (10)", s.Tombstones, s.TombstonesExpired)
+	}
+}

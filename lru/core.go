@@ -60,8 +60,8 @@ type core struct {
 
 	why reason // why the LRU callback is running
 
-	hits, misses, fills, staleFills, tooLarge, youngDrops uint64
-	evictions                                             [len(reasons)]uint64
+	hits, misses, fills, staleFills, tooLarge, youngDrops, tombsExpired uint64
+	evictions                                                           [len(reasons)]uint64
 }
 
 func newCore(cfg Config) *core {
@@ -101,7 +101,7 @@ func (c *core) onValueEvicted(key string, e entry) {
 
 // onTombEvicted runs for every tombstone leaving the tombstone LRU.
 func (c *core) onTombEvicted(_ string, t tomb) {
-	if c.why == rReplaced || c.why == rFlushed {
+	if c.why == rReplaced || c.why == rFlushed || c.why == rExpired {
 		return
 	}
 	if c.young(t.storedAt, c.now()) {
@@ -113,6 +113,7 @@ func (c *core) onTombEvicted(_ string, t tomb) {
 
 func (c *core) putTomb(key string, t tomb) {
 	why := c.why
+	c.sweepTombs(c.now())
 	c.why = rCapacity
 	c.tombs.Add(key, t)
 	c.why = why
@@ -146,15 +147,48 @@ func (c *core) get(key string) (entry, bool) {
 	return e, true
 }
 
-// state is what the tier knows about key, for the version rules. It does not touch recency.
+// state is what the tier knows about key, for the version rules. It does not touch recency. A
+// tombstone older than TombstoneTTL is dropped here, and the tier forgets the version: no load
+// that began before it was stored can still be running (LoaderTimeout < TombstoneTTL), so
+// forgetting it moves no fence. This is what lets a mistaken version (an INVALIDATE from another
+// version space, a typo) stop blocking fills once its TTL has passed.
 func (c *core) state(key string) invalidation.State {
 	if e, ok := c.values.Peek(key); ok {
 		return invalidation.State{Known: true, Version: e.version}
 	}
 	if t, ok := c.tombs.Peek(key); ok {
+		if !c.young(t.storedAt, c.now()) {
+			c.expireTomb(key)
+			return invalidation.State{}
+		}
 		return invalidation.State{Known: true, Version: t.version, Tombstone: true}
 	}
 	return invalidation.State{}
+}
+
+// tombSweep bounds the expired tombstones one write removes from the old end of the LRU, so a
+// tier that is never full still lets go of old tombstones without a timer.
+const tombSweep = 4
+
+// sweepTombs drops up to tombSweep tombstones older than TombstoneTTL from the least recently
+// stored end.
+func (c *core) sweepTombs(now int64) {
+	for range tombSweep {
+		key, t, ok := c.tombs.GetOldest()
+		if !ok || c.young(t.storedAt, now) {
+			return
+		}
+		c.expireTomb(key)
+	}
+}
+
+// expireTomb removes a tombstone that outlived TombstoneTTL: an expiry, not a drop of a young
+// version, so it raises no fence.
+func (c *core) expireTomb(key string) {
+	c.why = rExpired
+	c.tombs.Remove(key)
+	c.why = rCapacity
+	c.tombsExpired++
 }
 
 func (c *core) expiry(now int64, ttl time.Duration) int64 {

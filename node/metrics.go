@@ -99,6 +99,8 @@ var (
 	descReady    = prometheus.NewDesc("cachewire_ready", "1 when the node is positioned at the log end and serving.", nil, nil)
 	descYoung    = prometheus.NewDesc("cachewire_l1_young_tombstones_dropped_total",
 		"Versions L1 forgot while younger than --l1-tombstone-ttl (too few --l1-max-tombstones): each stops L2 use until the group catches up.", nil, nil)
+	descTombsExpired = prometheus.NewDesc("cachewire_l1_tombstones_expired_total",
+		"L1 tombstones dropped because they outlived --l1-tombstone-ttl.", nil, nil)
 	descGaps = prometheus.NewDesc("cachewire_l2_gap_keys",
 		"Keys this node will not read from L2 because Redis may lack a version it served (a failed fill); 1 in overflow when it stopped using L2.", []string{"kind"}, nil)
 	descL2Epoch = prometheus.NewDesc("cachewire_l2_epoch_refusals_total",
@@ -106,7 +108,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descFresh, descEntries, descTombs, descBytes, descEvicts, descL2Errors, descL2Group, descReady, descYoung, descL2Epoch, descGaps} {
+	for _, d := range []*prometheus.Desc{descLag, descFresh, descEntries, descTombs, descBytes, descEvicts, descL2Errors, descL2Group, descReady, descYoung, descTombsExpired, descL2Epoch, descGaps} {
 		ch <- d
 	}
 }
@@ -135,6 +137,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descEvicts, prometheus.CounterValue, float64(v), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(descYoung, prometheus.CounterValue, float64(s.YoungTombstonesDropped))
+	ch <- prometheus.MustNewConstMetric(descTombsExpired, prometheus.CounterValue, float64(s.TombstonesExpired))
 	if n.l2 != nil {
 		ls := n.l2.Stats()
 		ch <- prometheus.MustNewConstMetric(descL2Errors, prometheus.CounterValue, float64(ls.Errors), "error")

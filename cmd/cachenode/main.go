@@ -80,7 +80,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.IntVar(&c.L1.MaxEntries, "l1-max-entries", 100_000, "most values in the in-process LRU")
 	fs.Int64Var(&c.L1.MaxBytes, "l1-max-bytes", 256<<20, "most bytes in the in-process LRU (keys, values and per-entry overhead)")
 	fs.DurationVar(&c.L1.TTL, "l1-ttl", 10*time.Minute, "safety-net TTL of an L1 value (jittered by 10%)")
-	fs.DurationVar(&c.L1.TombstoneTTL, "l1-tombstone-ttl", 30*time.Second, "how long L1 remembers an evicted version (longer than --loader-timeout)")
+	fs.DurationVar(&c.L1.TombstoneTTL, "l1-tombstone-ttl", 30*time.Second, "how long L1 keeps a tombstone (an evicted version) before it expires; must be longer than --loader-timeout")
 	fs.IntVar(&c.L1.MaxTombstones, "l1-max-tombstones", 100_000, "most tombstones in L1")
 	fs.DurationVar(&c.L1.NegativeTTL, "negative-ttl", 5*time.Second, "how long an origin NotFound is cached")
 	fs.StringVar(&o.policy, "refresh-policy", "refresh-held", "what an UPSERT carrying its value does: refresh-held, refresh-all or evict-only")

@@ -3,7 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
-
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,6 +56,11 @@ func wrap(method string, err error) error {
 	}
 	if s.Code() == codes.Canceled {
 		return fmt.Errorf("client: %s: %s: %w", method, s.Message(), context.Canceled)
+	}
+	if s.Code() == codes.ResourceExhausted && strings.Contains(s.Message(), "larger than max") {
+		// gRPC's transport refused a request over the server's message bound before any
+		// handler saw it. Retrying cannot help: it is an invalid request, not a busy server.
+		return &Error{Method: method, Code: codes.InvalidArgument, Message: "request is larger than the server accepts: " + s.Message()}
 	}
 	return &Error{Method: method, Code: s.Code(), Message: s.Message()}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -136,5 +137,24 @@ func TestUnreachableIsUnavailable(t *testing.T) {
 	defer c.Close()
 	if err := c.Health(context.Background()); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Health of nothing: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestRequestOverTheTransportBoundIsInvalid: a request larger than the server's gRPC message
+// bound is refused by gRPC itself with ResourceExhausted; the client reports it as invalid,
+// since backing off and retrying cannot help.
+func TestRequestOverTheTransportBoundIsInvalid(t *testing.T) {
+	f := &fakeNode{set: func(int64) error { return nil }}
+	c, err := NewCache(serve(t, f), WithRetries(0, 0)) // gRPC's default bound: 4 MiB
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Set(context.Background(), "k", make([]byte, 5<<20), 1)
+	if !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrResourceExhausted) {
+		t.Fatalf("Set of 5 MiB: %v, want ErrInvalidArgument", err)
+	}
+	if !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("error %q does not say the request was too large", err)
 	}
 }

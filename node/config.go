@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/cachewire/cachewire/internal/serving"
+
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 	"github.com/cachewire/cachewire/redistier"
@@ -66,7 +68,10 @@ type Config struct {
 	Limits invalidation.Limits
 	// MaxBatch bounds BatchGet. If zero, it defaults to 100.
 	MaxBatch int
-	// MaxRecvMsgBytes bounds one gRPC request. If zero, it defaults to MaxValueBytes + 64 KiB.
+	// MaxRecvMsgBytes bounds one gRPC request at the transport (gRPC refuses a larger one with
+	// ResourceExhausted, which the Go client reports as invalid). The handlers refuse values over
+	// Limits.MaxValueBytes with InvalidArgument naming the limit. If zero, it defaults to
+	// serving.RecvMsgBytes(MaxValueBytes): at least 16 MiB.
 	MaxRecvMsgBytes int
 	// MaxInFlight bounds concurrent requests; more get ResourceExhausted. If zero, it defaults to
 	// 4096.
@@ -124,7 +129,7 @@ func (c *Config) validate() error {
 		c.MaxBatch = 100
 	}
 	if c.MaxRecvMsgBytes == 0 {
-		c.MaxRecvMsgBytes = c.Limits.MaxValueBytes + 64<<10
+		c.MaxRecvMsgBytes = serving.RecvMsgBytes(c.Limits.MaxValueBytes)
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 4096

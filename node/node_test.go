@@ -368,6 +368,12 @@ func TestLimitsGiveInvalidArgument(t *testing.T) {
 			_, err := n.client.Set(ctx, &pb.SetRequest{Key: "k", Value: make([]byte, 33), Version: 1})
 			return err
 		}, "max_value_bytes is 32"},
+		// Far over the value limit and over gRPC's default 4 MiB message limit: still
+		// InvalidArgument naming the limit, never ResourceExhausted ("back off").
+		{"value of 5 MiB", func() error {
+			_, err := n.client.Set(ctx, &pb.SetRequest{Key: "k", Value: make([]byte, 5<<20), Version: 1})
+			return err
+		}, "max_value_bytes is 32"},
 		{"set without a version", func() error {
 			_, err := n.client.Set(ctx, &pb.SetRequest{Key: "k", Value: []byte("v")})
 			return err

@@ -6,6 +6,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/cachewire/cachewire/internal/serving"
+
 	"github.com/cachewire/cachewire/invalidation"
 )
 
@@ -48,6 +50,9 @@ type Config struct {
 	Limits invalidation.Limits
 	// MaxBatch bounds BatchGet. If zero, 100.
 	MaxBatch int
+	// MaxRecvMsgBytes bounds one gRPC request at the transport; values over Limits are refused
+	// with InvalidArgument by the handlers. If zero, serving.RecvMsgBytes(MaxValueBytes).
+	MaxRecvMsgBytes int
 	// ShutdownTimeout bounds draining at Shutdown. If zero, 10 seconds.
 	ShutdownTimeout time.Duration
 	// DrainDelay is how long Shutdown reports NOT_SERVING (gRPC health, /readyz 503) while still
@@ -103,6 +108,9 @@ func (c *Config) validate() error {
 		c.Logger = slog.Default()
 	}
 	c.Limits = c.Limits.WithDefaults()
+	if c.MaxRecvMsgBytes == 0 {
+		c.MaxRecvMsgBytes = serving.RecvMsgBytes(c.Limits.MaxValueBytes)
+	}
 	if c.TopicPartitions < 1 || c.TopicReplication < 1 || c.RelayBatch < 1 || c.MaxBatch < 1 {
 		return errors.New("writer: partitions, replication, relay batch and max batch must be positive")
 	}

@@ -134,7 +134,7 @@ func (w *Writer) Start() error {
 	}
 	srv, err := w.srv.Start(serving.Config{
 		Name: "writer", GRPCAddr: w.cfg.GRPCAddr, HTTPAddr: w.cfg.HTTPAddr,
-		MaxRecvMsgBytes: w.cfg.Limits.MaxValueBytes + 64<<10, Registry: w.m.reg, Logger: w.log,
+		MaxRecvMsgBytes: w.cfg.MaxRecvMsgBytes, Registry: w.m.reg, Logger: w.log,
 		Register:   func(g *grpc.Server) { pb.RegisterWriterServiceServer(g, &service{w: w}) },
 		DrainDelay: w.cfg.DrainDelay, ShutdownTimeout: w.cfg.ShutdownTimeout,
 	})

@@ -301,6 +301,10 @@ func TestLimits(t *testing.T) {
 			_, err := w.client.Put(ctx, &pb.PutRequest{Key: "k", Value: []byte("12345")})
 			return err
 		}, "max_value_bytes is 4"},
+		{func() error { // a 5 MiB Put is refused as invalid, naming the limit, not as "back off"
+			_, err := w.client.Put(ctx, &pb.PutRequest{Key: "k", Value: make([]byte, 5<<20)})
+			return err
+		}, "max_value_bytes is 4"},
 		{func() error { _, err := w.client.Delete(ctx, &pb.DeleteRequest{}); return err }, "key is empty"},
 		{func() error {
 			_, err := w.client.BatchGet(ctx, &pb.OriginBatchGetRequest{Keys: []string{"a", "b"}})

@@ -60,6 +60,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.IntVar(&c.Limits.MaxKeyBytes, "max-key-bytes", invalidation.DefaultMaxKeyBytes, "longest key accepted")
 	fs.IntVar(&c.Limits.MaxValueBytes, "max-value-bytes", invalidation.DefaultMaxValueBytes, "largest value accepted")
 	fs.IntVar(&c.MaxBatch, "max-batch", 100, "most keys in one BatchGet")
+	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", 0, "largest gRPC request the transport reads (default: 2 × max-value-bytes + 64 KiB, at least 16 MiB); larger values within it are refused as invalid by the limits above")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on draining at SIGTERM")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 5*time.Second, "at SIGTERM, report NOT_SERVING this long while still serving, before draining (longer than the readiness probe's period)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")

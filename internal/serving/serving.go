@@ -59,7 +59,10 @@ type Config struct {
 	HTTPAddr string
 	// Pprof serves /debug/pprof/ on HTTPAddr.
 	Pprof bool
-	// MaxRecvMsgBytes bounds one gRPC request. If zero, gRPC's default (4 MiB).
+	// MaxRecvMsgBytes bounds one gRPC request at the transport, where gRPC refuses it with
+	// ResourceExhausted before any handler sees it. If zero, gRPC's default (4 MiB). Set it with
+	// RecvMsgBytes, well above the value limit, so that the handler refuses an oversize value
+	// with InvalidArgument naming the limit.
 	MaxRecvMsgBytes int
 	// Register registers the process's gRPC services. Required.
 	Register func(*grpc.Server)
@@ -446,4 +449,11 @@ func (r *Ref) Start(cfg Config) (*Server, error) {
 	}
 	r.Set(s)
 	return s, nil
+}
+
+// RecvMsgBytes is the default transport bound for a server whose largest value is maxValue bytes:
+// twice that plus 64 KiB, and at least 16 MiB. The handlers check the real limits and answer
+// InvalidArgument naming them; the transport bound only caps the memory one request can take.
+func RecvMsgBytes(maxValue int) int {
+	return max(16<<20, 2*maxValue+64<<10)
 }

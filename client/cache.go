@@ -139,11 +139,22 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, version uint6
 	return resp.GetAccepted(), err
 }
 
-// Invalidate makes every node evict key up to version (the node publishes an INVALIDATE event).
-// It is idempotent and retried on Unavailable.
+// Invalidate tells every node that key changed at version (the node publishes an INVALIDATE
+// event): a node, or Redis, holding an older version drops it; one already at version or newer
+// ignores it. It is idempotent and retried on Unavailable.
 func (c *Cache) Invalidate(ctx context.Context, key string, version uint64) error {
 	return c.c.call(ctx, "Invalidate", true, func(ctx context.Context) error {
 		_, err := c.api.Invalidate(ctx, &pb.InvalidateRequest{Key: key, Version: version})
+		return err
+	})
+}
+
+// Evict makes every node, and Redis, drop the value held for key, keeping its version, so that
+// nothing older can be filled back (the node publishes an EVICT event). It needs no version: it
+// is for a value suspected wrong. It is idempotent and retried on Unavailable.
+func (c *Cache) Evict(ctx context.Context, key string) error {
+	return c.c.call(ctx, "Evict", true, func(ctx context.Context) error {
+		_, err := c.api.Evict(ctx, &pb.EvictRequest{Key: key})
 		return err
 	})
 }

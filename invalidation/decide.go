@@ -74,12 +74,20 @@ func ParsePolicy(s string) (Policy, error) {
 	return 0, fmt.Errorf("invalidation: unknown refresh policy %q (want refresh-held, refresh-all or evict-only)", s)
 }
 
-// Decide is the apply rule every tier follows (ARCHITECTURE.md invariants 3 and 4). An event
+// Decide is the apply rule every tier follows (docs/design.md, invariants 3 and 4). An event
 // changes a tier only when its version is newer than everything the tier has seen for the key,
 // so applying an event twice, or an older one after a newer one, changes nothing. A newer
 // DELETE or INVALIDATE, or an UPSERT without its value, evicts (writes a tombstone); a newer
-// UPSERT with its value refreshes or evicts as the policy says. e must be valid.
+// UPSERT with its value refreshes or evicts as the policy says. An EVICT, which has no version,
+// turns a held value into a tombstone at the value's version and leaves anything else alone.
+// e must be valid.
 func Decide(cur State, e *Event, p Policy) Action {
+	if e.Op == OpEvict { // drop a held value, keep its version
+		if cur.Known && !cur.Tombstone {
+			return Evict
+		}
+		return Ignore
+	}
 	if cur.Known && e.Version <= cur.Version {
 		return Ignore
 	}

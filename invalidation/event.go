@@ -21,6 +21,10 @@ const (
 	OpDelete Op = Op(pb.Op_OP_DELETE)
 	// OpInvalidate: the key changed at this version and the new value is not carried.
 	OpInvalidate Op = Op(pb.Op_OP_INVALIDATE)
+	// OpEvict: drop the key's cached value and keep the version it was at. It carries no
+	// version (Version is 0) and no value: an operator's "drop this" when the version is not at
+	// hand. A tier holding no value for the key ignores it.
+	OpEvict Op = Op(pb.Op_OP_EVICT)
 )
 
 // String returns the op's wire name without the OP_ prefix, or "op(N)" for an unknown op.
@@ -32,6 +36,8 @@ func (o Op) String() string {
 		return "DELETE"
 	case OpInvalidate:
 		return "INVALIDATE"
+	case OpEvict:
+		return "EVICT"
 	}
 	return fmt.Sprintf("op(%d)", int8(o))
 }
@@ -112,17 +118,21 @@ func (l Limits) CheckValue(n int) error {
 	return nil
 }
 
-// Validate reports whether e is a well-formed event under l: a valid key, a version above zero, a
-// known op, a value within the limit, and a value only on UPSERT.
+// Validate reports whether e is a well-formed event under l: a valid key, a version above zero
+// (zero for EVICT), a known op, a value within the limit, and a value only on UPSERT.
 func (l Limits) Validate(e *Event) error {
 	if err := l.CheckKey(e.Key); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}
-	if e.Version == 0 {
-		return fmt.Errorf("%w: key %q: %w", ErrInvalidEvent, e.Key, ErrZeroVersion)
-	}
 	switch e.Op {
 	case OpUpsert, OpDelete, OpInvalidate:
+		if e.Version == 0 {
+			return fmt.Errorf("%w: key %q: %w", ErrInvalidEvent, e.Key, ErrZeroVersion)
+		}
+	case OpEvict:
+		if e.Version != 0 {
+			return fmt.Errorf("%w: key %q: an EVICT event carries no version, got %d", ErrInvalidEvent, e.Key, e.Version)
+		}
 	default:
 		return fmt.Errorf("%w: key %q: unknown op %d", ErrInvalidEvent, e.Key, int8(e.Op))
 	}

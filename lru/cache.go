@@ -91,7 +91,7 @@ type Item struct {
 
 // FillToken is taken before a load begins (BeginFill) and handed to Fill, which rejects the fill
 // if the tier forgot a young version, or was flushed, in between.
-type FillToken struct{ fence uint64 }
+type FillToken struct{ fence, evicts uint64 }
 
 // Stats are a Cache's counters.
 type Stats struct {
@@ -146,7 +146,7 @@ func (c *Cache) State(key string) invalidation.State {
 func (c *Cache) BeginFill() FillToken {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return FillToken{fence: c.c.fence}
+	return FillToken{fence: c.c.fence, evicts: c.c.evicts}
 }
 
 // Fill stores value at version for key, as read from a slower tier or the origin by a load that

@@ -349,3 +349,36 @@ func TestTombstonesSweptWithoutReads(t *testing.T) {
 		t.Fatalf("tombstones = %d (expired %d), want 3 (10)", s.Tombstones, s.TombstonesExpired)
 	}
 }
+
+// TestEvictKeepsTheVersion: an EVICT drops the held value and keeps its version; a fill at that
+// version is refused when its load began before the EVICT (it may carry the dropped value) and
+// accepted when it began after; older fills stay refused.
+func TestEvictKeepsTheVersion(t *testing.T) {
+	c, _ := newTest(t, Config{})
+	evict := &invalidation.Event{Key: "k", Op: invalidation.OpEvict}
+	if a := c.Apply(evict, invalidation.RefreshHeld); a != invalidation.Ignore {
+		t.Fatalf("EVICT of an unknown key did %s, want ignore", a)
+	}
+	c.Apply(upsert("k", 5, "suspect"), invalidation.RefreshAll)
+	before := c.BeginFill()
+	if a := c.Apply(evict, invalidation.RefreshHeld); a != invalidation.Evict {
+		t.Fatalf("EVICT of a held value did %s, want evict", a)
+	}
+	mustMiss(t, c, "k")
+	if st := c.State("k"); !st.Known || !st.Tombstone || st.Version != 5 {
+		t.Fatalf("State after EVICT = %+v, want tombstone@5", st)
+	}
+	if c.Fill("k", 5, []byte("suspect"), before) {
+		t.Fatal("a fill begun before the EVICT brought the dropped value back")
+	}
+	if c.Fill("k", 4, []byte("old"), c.BeginFill()) {
+		t.Fatal("a fill older than the kept version was accepted")
+	}
+	if a := c.Apply(evict, invalidation.RefreshHeld); a != invalidation.Ignore {
+		t.Fatalf("EVICT of a tombstone did %s, want ignore", a)
+	}
+	if !c.Fill("k", 5, []byte("fresh"), c.BeginFill()) {
+		t.Fatal("a fill at the kept version, begun after the EVICT, was refused")
+	}
+	mustGet(t, c, "k", 5, "fresh")
+}

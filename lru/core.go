@@ -46,6 +46,7 @@ type entry struct {
 type tomb struct {
 	version  uint64
 	storedAt int64
+	evicted  uint64 // the evicts count when an EVICT made it; 0 otherwise
 }
 
 // core is the unsynchronised tier: both LRUs, the version rules and the accounting. Cache adds the
@@ -57,6 +58,7 @@ type core struct {
 	tombs  *simplelru.LRU[string, tomb]
 	bytes  int64
 	fence  uint64
+	evicts uint64 // EVICT events applied: a fill begun before one may not bring back what it dropped
 
 	why reason // why the LRU callback is running
 
@@ -228,8 +230,15 @@ func (c *core) set(key string, version uint64, value []byte, negative bool, ttl 
 // since tok (the fence). The fence holds even for a key the tier knows: after a flush or a
 // dropped young tombstone it may have relearned only an older version of the key from a late
 // event, and the load may have read an answer older than what it forgot.
+//
+// A value dropped by an EVICT keeps its version, which a fill may equal; so a fill at that
+// version whose load began before the EVICT is refused too: it may carry the dropped value.
 func (c *core) admits(key string, version uint64, tok FillToken) bool {
-	return tok.fence == c.fence && invalidation.AcceptFill(c.state(key), version)
+	if tok.fence != c.fence || !invalidation.AcceptFill(c.state(key), version) {
+		return false
+	}
+	t, ok := c.tombs.Peek(key)
+	return !ok || t.evicted <= tok.evicts || version > t.version
 }
 
 // keep stores an answer about to be served, as fill does, and reports whether it may be served:
@@ -274,12 +283,17 @@ func (c *core) store(key string, version uint64, value []byte, negative bool) bo
 }
 
 func (c *core) apply(e *invalidation.Event, p invalidation.Policy) invalidation.Action {
-	a := invalidation.Decide(c.state(e.Key), e, p)
-	switch a {
-	case invalidation.Evict:
+	st := c.state(e.Key)
+	a := invalidation.Decide(st, e, p)
+	switch {
+	case a == invalidation.Evict && e.Op == invalidation.OpEvict:
+		c.evicts++
+		c.removeValue(e.Key, rInvalidated)
+		c.putTomb(e.Key, tomb{version: st.Version, storedAt: c.now(), evicted: c.evicts})
+	case a == invalidation.Evict:
 		c.removeValue(e.Key, rInvalidated)
 		c.putTomb(e.Key, tomb{version: e.Version, storedAt: c.now()})
-	case invalidation.Refresh:
+	case a == invalidation.Refresh:
 		if !c.set(e.Key, e.Version, e.Value, false, c.cfg.TTL) {
 			// Too large for the tier: keep the version as a tombstone instead.
 			c.removeValue(e.Key, rInvalidated)

@@ -122,6 +122,21 @@ func (n *Node) resetL2(topic string, partition int) {
 	n.l2mu.Unlock()
 }
 
+// holdL2 stops L2 use for a partition until the group has committed offset: until it has
+// applied an event that L1 has and that Redis must have before it may serve the partition again
+// (an EVICT, which leaves a version L1 would accept back from Redis).
+func (n *Node) holdL2(topic string, partition int, offset int64) {
+	n.l2mu.Lock()
+	defer n.l2mu.Unlock()
+	id := tp{topic, partition}
+	st := n.l2parts[id]
+	if st.committed < offset {
+		st.need = max(st.need, offset)
+		st.caughtUpAt = time.Time{}
+		n.l2parts[id] = st
+	}
+}
+
 // newL2Epoch is called when Redis is in a new epoch (it lost what it held, or is another server
 // process now). Entries of the old epoch are no longer served by the tier; as after an L1 reset,
 // L2 is not used for any partition until the group has applied everything up to L1's position.

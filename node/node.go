@@ -139,7 +139,15 @@ func New(cfg Config) (*Node, error) {
 }
 
 // applyEvents is the L1 sink: it runs on a partition's goroutine.
-func (n *Node) applyEvents(_ string, _ int, events []invalidation.Event) {
+func (n *Node) applyEvents(topic string, partition int, events []invalidation.Event) {
+	for i := range events {
+		if events[i].Op == invalidation.OpEvict {
+			// Redis keeps the value at the same version until the group applies the EVICT, and
+			// L1 would accept it back: hold L2 for the partition until then. First, so that no
+			// read in between can refill L1 from Redis.
+			n.holdL2(topic, partition, events[i].Offset+1)
+		}
+	}
 	applied, ignored := n.l1.ApplyBatch(events, n.cfg.Policy)
 	for i := range events {
 		n.gaps.applied(events[i].Key, events[i].Version)

@@ -665,3 +665,38 @@ func TestFloodIsRefusedNotQueued(t *testing.T) {
 	}
 	t.Logf("400 concurrent requests: %d answered, %d refused with ResourceExhausted", ok.Load(), exhausted.Load())
 }
+
+// TestEvictDropsTheValueEverywhereAndKeepsTheVersion: Evict needs no version; every node drops
+// the value from L1, and the group from Redis, so the next read on any node loads from the
+// origin; the version stays known, so an older cache-aside fill is still refused.
+func TestEvictDropsTheValueEverywhereAndKeepsTheVersion(t *testing.T) {
+	h := newHarness(t)
+	h.origin.put("k", 3, "suspect")
+	a, b := h.start(nil), h.start(nil)
+	expect(t, get(t, a, "k", 0), pb.Tier_TIER_ORIGIN, 3, "suspect")
+	testenv.WaitFor(t, 10*time.Second, func() string {
+		if r := get(t, b, "k", 0); r.Tier != pb.Tier_TIER_L2 && r.Tier != pb.Tier_TIER_L1 {
+			return "node b does not read k from L2 yet: " + r.Tier.String()
+		}
+		return ""
+	})
+	expect(t, get(t, b, "k", 0), pb.Tier_TIER_L1, 3, "suspect")
+	h.origin.put("k", 3, "repaired") // the origin's value was fixed in place, at the same version
+	if _, err := a.client.Evict(ctxT(t), &pb.EvictRequest{Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, n := range map[string]*testNode{"a": a, "b": b} {
+		testenv.WaitFor(t, 30*time.Second, func() string {
+			if r := get(t, n, "k", 0); string(r.Value) != "repaired" || r.Version != 3 {
+				return fmt.Sprintf("node %s serves %q@%d from %s", name, r.Value, r.Version, r.Tier)
+			}
+			return ""
+		})
+	}
+	if resp, err := b.client.Set(ctxT(t), &pb.SetRequest{Key: "k", Value: []byte("old"), Version: 2}); err != nil || resp.Accepted {
+		t.Fatalf("Set of version 2 after the evict: %v %v, want accepted=false", resp, err)
+	}
+	if _, err := a.client.Evict(ctxT(t), &pb.EvictRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Evict without a key: %v, want InvalidArgument", err)
+	}
+}

@@ -128,6 +128,24 @@ func (s *service) Invalidate(ctx context.Context, req *pb.InvalidateRequest) (*p
 	return &pb.InvalidateResponse{}, nil
 }
 
+func (s *service) Evict(ctx context.Context, req *pb.EvictRequest) (*pb.EvictResponse, error) {
+	n := s.n
+	if err := n.checkKey(req.GetKey()); err != nil {
+		return nil, toStatus(err)
+	}
+	e := invalidation.Event{Key: req.GetKey(), Op: invalidation.OpEvict, CommittedAt: time.Now(), Source: n.cfg.NodeID}
+	// As Invalidate: every node drops the value when the event reaches it; applying it here too
+	// makes this node's next read see it at once.
+	if err := n.pub.Publish(ctx, e); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot publish the eviction to Kafka; nothing was evicted: %v", err)
+	}
+	if n.l2 != nil {
+		_, _ = n.l2.Apply(ctx, &e, n.cfg.Policy) // Redis first: L1 would accept its value back
+	}
+	n.l1.Apply(&e, n.cfg.Policy)
+	return &pb.EvictResponse{}, nil
+}
+
 func (s *service) Stats(context.Context, *pb.StatsRequest) (*pb.StatsResponse, error) {
 	n := s.n
 	l1 := n.l1.Stats()

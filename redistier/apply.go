@@ -10,8 +10,11 @@ import (
 
 func (t *Tier) eventArgs(e *invalidation.Event, p invalidation.Policy, epoch string) []any {
 	kind, policy := "E", "evict"
-	if e.Op == invalidation.OpUpsert && e.HasValue {
+	switch {
+	case e.Op == invalidation.OpUpsert && e.HasValue:
 		kind = "R"
+	case e.Op == invalidation.OpEvict:
+		kind = "X"
 	}
 	switch p {
 	case invalidation.RefreshHeld:

@@ -25,7 +25,8 @@ const (
 //	ARGV[1] version, 20 zero-padded digits
 //	ARGV[2] mode: "fill" or "event"
 //	ARGV[3] fill: kind to store, v (value) or n (not found); event: R (an UPSERT carrying its
-//	        value) or E (anything else: evict)
+//	        value), X (an EVICT: a held value becomes a tombstone at its own version; ARGV[1]
+//	        is not used) or E (anything else: evict)
 //	ARGV[4] event policy: "held", "all" or "evict"
 //	ARGV[5] value
 //	ARGV[6] TTL in ms of a stored value (v or n)
@@ -45,6 +46,13 @@ if cur and string.len(cur) >= 21 then
   held = (k == 'v' or k == 'n') and string.sub(cur, 22, 37) == ARGV[8]
 end
 local v = ARGV[1]
+if ARGV[3] == 'X' then
+  if not known then return 0 end
+  local k = string.sub(cur, 21, 21)
+  if k == 't' or k == 'T' then return 0 end
+  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8], 'PX', ARGV[7])
+  return 1
+end
 if ARGV[2] == 'fill' then
   if known and v < cv then return 0 end
   local ttl = tonumber(ARGV[6])

@@ -556,6 +556,86 @@ func (*InvalidateResponse) Descriptor() ([]byte, []int) {
 	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{8}
 }
 
+type EvictRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvictRequest) Reset() {
+	*x = EvictRequest{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvictRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvictRequest) ProtoMessage() {}
+
+func (x *EvictRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvictRequest.ProtoReflect.Descriptor instead.
+func (*EvictRequest) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *EvictRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type EvictResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvictResponse) Reset() {
+	*x = EvictResponse{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvictResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvictResponse) ProtoMessage() {}
+
+func (x *EvictResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvictResponse.ProtoReflect.Descriptor instead.
+func (*EvictResponse) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{10}
+}
+
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -564,7 +644,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_cachewire_v1_cache_proto_msgTypes[9]
+	mi := &file_cachewire_v1_cache_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +656,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cachewire_v1_cache_proto_msgTypes[9]
+	mi := &file_cachewire_v1_cache_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +669,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{9}
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{11}
 }
 
 type TierStats struct {
@@ -606,7 +686,7 @@ type TierStats struct {
 
 func (x *TierStats) Reset() {
 	*x = TierStats{}
-	mi := &file_cachewire_v1_cache_proto_msgTypes[10]
+	mi := &file_cachewire_v1_cache_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +698,7 @@ func (x *TierStats) String() string {
 func (*TierStats) ProtoMessage() {}
 
 func (x *TierStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cachewire_v1_cache_proto_msgTypes[10]
+	mi := &file_cachewire_v1_cache_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +711,7 @@ func (x *TierStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierStats.ProtoReflect.Descriptor instead.
 func (*TierStats) Descriptor() ([]byte, []int) {
-	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{10}
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TierStats) GetHits() uint64 {
@@ -696,7 +776,7 @@ type PartitionFreshness struct {
 
 func (x *PartitionFreshness) Reset() {
 	*x = PartitionFreshness{}
-	mi := &file_cachewire_v1_cache_proto_msgTypes[11]
+	mi := &file_cachewire_v1_cache_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +788,7 @@ func (x *PartitionFreshness) String() string {
 func (*PartitionFreshness) ProtoMessage() {}
 
 func (x *PartitionFreshness) ProtoReflect() protoreflect.Message {
-	mi := &file_cachewire_v1_cache_proto_msgTypes[11]
+	mi := &file_cachewire_v1_cache_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +801,7 @@ func (x *PartitionFreshness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionFreshness.ProtoReflect.Descriptor instead.
 func (*PartitionFreshness) Descriptor() ([]byte, []int) {
-	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{11}
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PartitionFreshness) GetTopic() string {
@@ -789,7 +869,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_cachewire_v1_cache_proto_msgTypes[12]
+	mi := &file_cachewire_v1_cache_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +881,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cachewire_v1_cache_proto_msgTypes[12]
+	mi := &file_cachewire_v1_cache_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +894,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{12}
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatsResponse) GetNodeId() string {
@@ -907,7 +987,10 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\x11InvalidateRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"\x14\n" +
-	"\x12InvalidateResponse\"\x0e\n" +
+	"\x12InvalidateResponse\" \n" +
+	"\fEvictRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"\x0f\n" +
+	"\rEvictResponse\"\x0e\n" +
 	"\fStatsRequest\"\x9d\x02\n" +
 	"\tTierStats\x12\x12\n" +
 	"\x04hits\x18\x01 \x01(\x04R\x04hits\x12\x16\n" +
@@ -943,13 +1026,14 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\x10TIER_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aTIER_L1\x10\x01\x12\v\n" +
 	"\aTIER_L2\x10\x02\x12\x0f\n" +
-	"\vTIER_ORIGIN\x10\x032\xe4\x02\n" +
+	"\vTIER_ORIGIN\x10\x032\xa6\x03\n" +
 	"\fCacheService\x12:\n" +
 	"\x03Get\x12\x18.cachewire.v1.GetRequest\x1a\x19.cachewire.v1.GetResponse\x12I\n" +
 	"\bBatchGet\x12\x1d.cachewire.v1.BatchGetRequest\x1a\x1e.cachewire.v1.BatchGetResponse\x12:\n" +
 	"\x03Set\x12\x18.cachewire.v1.SetRequest\x1a\x19.cachewire.v1.SetResponse\x12O\n" +
 	"\n" +
 	"Invalidate\x12\x1f.cachewire.v1.InvalidateRequest\x1a .cachewire.v1.InvalidateResponse\x12@\n" +
+	"\x05Evict\x12\x1a.cachewire.v1.EvictRequest\x1a\x1b.cachewire.v1.EvictResponse\x12@\n" +
 	"\x05Stats\x12\x1a.cachewire.v1.StatsRequest\x1a\x1b.cachewire.v1.StatsResponseB?Z=github.com/cachewire/cachewire/proto/cachewire/v1;cachewirepbb\x06proto3"
 
 var (
@@ -965,7 +1049,7 @@ func file_cachewire_v1_cache_proto_rawDescGZIP() []byte {
 }
 
 var file_cachewire_v1_cache_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cachewire_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_cachewire_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_cachewire_v1_cache_proto_goTypes = []any{
 	(Tier)(0),                     // 0: cachewire.v1.Tier
 	(*GetRequest)(nil),            // 1: cachewire.v1.GetRequest
@@ -977,37 +1061,41 @@ var file_cachewire_v1_cache_proto_goTypes = []any{
 	(*SetResponse)(nil),           // 7: cachewire.v1.SetResponse
 	(*InvalidateRequest)(nil),     // 8: cachewire.v1.InvalidateRequest
 	(*InvalidateResponse)(nil),    // 9: cachewire.v1.InvalidateResponse
-	(*StatsRequest)(nil),          // 10: cachewire.v1.StatsRequest
-	(*TierStats)(nil),             // 11: cachewire.v1.TierStats
-	(*PartitionFreshness)(nil),    // 12: cachewire.v1.PartitionFreshness
-	(*StatsResponse)(nil),         // 13: cachewire.v1.StatsResponse
-	nil,                           // 14: cachewire.v1.TierStats.EvictionsEntry
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*EvictRequest)(nil),          // 10: cachewire.v1.EvictRequest
+	(*EvictResponse)(nil),         // 11: cachewire.v1.EvictResponse
+	(*StatsRequest)(nil),          // 12: cachewire.v1.StatsRequest
+	(*TierStats)(nil),             // 13: cachewire.v1.TierStats
+	(*PartitionFreshness)(nil),    // 14: cachewire.v1.PartitionFreshness
+	(*StatsResponse)(nil),         // 15: cachewire.v1.StatsResponse
+	nil,                           // 16: cachewire.v1.TierStats.EvictionsEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_cachewire_v1_cache_proto_depIdxs = []int32{
-	15, // 0: cachewire.v1.Freshness.fresh_as_of:type_name -> google.protobuf.Timestamp
+	17, // 0: cachewire.v1.Freshness.fresh_as_of:type_name -> google.protobuf.Timestamp
 	0,  // 1: cachewire.v1.GetResponse.tier:type_name -> cachewire.v1.Tier
 	2,  // 2: cachewire.v1.GetResponse.freshness:type_name -> cachewire.v1.Freshness
 	1,  // 3: cachewire.v1.BatchGetRequest.requests:type_name -> cachewire.v1.GetRequest
 	3,  // 4: cachewire.v1.BatchGetResponse.responses:type_name -> cachewire.v1.GetResponse
-	14, // 5: cachewire.v1.TierStats.evictions:type_name -> cachewire.v1.TierStats.EvictionsEntry
-	15, // 6: cachewire.v1.PartitionFreshness.caught_up_at:type_name -> google.protobuf.Timestamp
-	15, // 7: cachewire.v1.PartitionFreshness.l2_caught_up_at:type_name -> google.protobuf.Timestamp
-	11, // 8: cachewire.v1.StatsResponse.l1:type_name -> cachewire.v1.TierStats
-	11, // 9: cachewire.v1.StatsResponse.l2:type_name -> cachewire.v1.TierStats
-	12, // 10: cachewire.v1.StatsResponse.partitions:type_name -> cachewire.v1.PartitionFreshness
+	16, // 5: cachewire.v1.TierStats.evictions:type_name -> cachewire.v1.TierStats.EvictionsEntry
+	17, // 6: cachewire.v1.PartitionFreshness.caught_up_at:type_name -> google.protobuf.Timestamp
+	17, // 7: cachewire.v1.PartitionFreshness.l2_caught_up_at:type_name -> google.protobuf.Timestamp
+	13, // 8: cachewire.v1.StatsResponse.l1:type_name -> cachewire.v1.TierStats
+	13, // 9: cachewire.v1.StatsResponse.l2:type_name -> cachewire.v1.TierStats
+	14, // 10: cachewire.v1.StatsResponse.partitions:type_name -> cachewire.v1.PartitionFreshness
 	1,  // 11: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
 	4,  // 12: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
 	6,  // 13: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
 	8,  // 14: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
-	10, // 15: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
-	3,  // 16: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
-	5,  // 17: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
-	7,  // 18: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
-	9,  // 19: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
-	13, // 20: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
+	10, // 15: cachewire.v1.CacheService.Evict:input_type -> cachewire.v1.EvictRequest
+	12, // 16: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
+	3,  // 17: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
+	5,  // 18: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
+	7,  // 19: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
+	9,  // 20: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
+	11, // 21: cachewire.v1.CacheService.Evict:output_type -> cachewire.v1.EvictResponse
+	15, // 22: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1024,7 +1112,7 @@ func file_cachewire_v1_cache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cachewire_v1_cache_proto_rawDesc), len(file_cachewire_v1_cache_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	CacheService_BatchGet_FullMethodName   = "/cachewire.v1.CacheService/BatchGet"
 	CacheService_Set_FullMethodName        = "/cachewire.v1.CacheService/Set"
 	CacheService_Invalidate_FullMethodName = "/cachewire.v1.CacheService/Invalidate"
+	CacheService_Evict_FullMethodName      = "/cachewire.v1.CacheService/Evict"
 	CacheService_Stats_FullMethodName      = "/cachewire.v1.CacheService/Stats"
 )
 
@@ -39,8 +40,14 @@ type CacheServiceClient interface {
 	// Set is a versioned cache-aside fill: accepted only when the version is at least the highest
 	// version the node has seen for the key.
 	Set(ctx context.Context, in *SetRequest, opts ...grpc.CallOption) (*SetResponse, error)
-	// Invalidate publishes an INVALIDATE event so that every node evicts the key.
+	// Invalidate publishes an INVALIDATE event: the key changed at version. Every node (and Redis)
+	// holding an older version drops it; one already at that version or newer ignores it. To drop
+	// a value without knowing its version, use Evict.
 	Invalidate(ctx context.Context, in *InvalidateRequest, opts ...grpc.CallOption) (*InvalidateResponse, error)
+	// Evict publishes an OP_EVICT event: every node drops the key's value from L1, and the shared
+	// group from Redis, keeping the version each held. It needs no version. It returns once Kafka
+	// acknowledged the event.
+	Evict(ctx context.Context, in *EvictRequest, opts ...grpc.CallOption) (*EvictResponse, error)
 	// Stats reports the node's counters.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
@@ -93,6 +100,16 @@ func (c *cacheServiceClient) Invalidate(ctx context.Context, in *InvalidateReque
 	return out, nil
 }
 
+func (c *cacheServiceClient) Evict(ctx context.Context, in *EvictRequest, opts ...grpc.CallOption) (*EvictResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EvictResponse)
+	err := c.cc.Invoke(ctx, CacheService_Evict_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *cacheServiceClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatsResponse)
@@ -116,8 +133,14 @@ type CacheServiceServer interface {
 	// Set is a versioned cache-aside fill: accepted only when the version is at least the highest
 	// version the node has seen for the key.
 	Set(context.Context, *SetRequest) (*SetResponse, error)
-	// Invalidate publishes an INVALIDATE event so that every node evicts the key.
+	// Invalidate publishes an INVALIDATE event: the key changed at version. Every node (and Redis)
+	// holding an older version drops it; one already at that version or newer ignores it. To drop
+	// a value without knowing its version, use Evict.
 	Invalidate(context.Context, *InvalidateRequest) (*InvalidateResponse, error)
+	// Evict publishes an OP_EVICT event: every node drops the key's value from L1, and the shared
+	// group from Redis, keeping the version each held. It needs no version. It returns once Kafka
+	// acknowledged the event.
+	Evict(context.Context, *EvictRequest) (*EvictResponse, error)
 	// Stats reports the node's counters.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	mustEmbedUnimplementedCacheServiceServer()
@@ -141,6 +164,9 @@ func (UnimplementedCacheServiceServer) Set(context.Context, *SetRequest) (*SetRe
 }
 func (UnimplementedCacheServiceServer) Invalidate(context.Context, *InvalidateRequest) (*InvalidateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Invalidate not implemented")
+}
+func (UnimplementedCacheServiceServer) Evict(context.Context, *EvictRequest) (*EvictResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Evict not implemented")
 }
 func (UnimplementedCacheServiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
@@ -238,6 +264,24 @@ func _CacheService_Invalidate_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CacheService_Evict_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvictRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServiceServer).Evict(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CacheService_Evict_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServiceServer).Evict(ctx, req.(*EvictRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CacheService_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatsRequest)
 	if err := dec(in); err != nil {
@@ -278,6 +322,10 @@ var CacheService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Invalidate",
 			Handler:    _CacheService_Invalidate_Handler,
+		},
+		{
+			MethodName: "Evict",
+			Handler:    _CacheService_Evict_Handler,
 		},
 		{
 			MethodName: "Stats",

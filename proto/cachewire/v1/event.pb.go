@@ -36,6 +36,11 @@ const (
 	// OP_INVALIDATE: the key changed at this version and the new value is not carried (too large,
 	// or the publisher only knows that it changed). Caches evict.
 	Op_OP_INVALIDATE Op = 3
+	// OP_EVICT: drop the key's cached value everywhere, and keep the version it was at, so that
+	// nothing older can be filled back. It carries no version (0) and no value: an operator's tool
+	// (cachectl evict) for a value suspected wrong, when the version is not at hand. Caches that
+	// hold no value for the key ignore it. Nodes older than this op count it as invalid.
+	Op_OP_EVICT Op = 4
 )
 
 // Enum value maps for Op.
@@ -45,12 +50,14 @@ var (
 		1: "OP_UPSERT",
 		2: "OP_DELETE",
 		3: "OP_INVALIDATE",
+		4: "OP_EVICT",
 	}
 	Op_value = map[string]int32{
 		"OP_UNSPECIFIED": 0,
 		"OP_UPSERT":      1,
 		"OP_DELETE":      2,
 		"OP_INVALIDATE":  3,
+		"OP_EVICT":       4,
 	}
 )
 
@@ -88,12 +95,13 @@ type ChangeEvent struct {
 	// key is the cache key. Required, at most the configured key limit in bytes.
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// version only grows per key: the writer's commit sequence, or the caller's row version/LSN.
-	// Required, greater than zero.
+	// Required, greater than zero; zero (absent) for OP_EVICT only.
 	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// op is what happened at this version. Required.
 	Op Op `protobuf:"varint,3,opt,name=op,proto3,enum=cachewire.v1.Op" json:"op,omitempty"`
 	// value is the new value for OP_UPSERT, when it is small enough to travel with the event.
-	// Absent for OP_DELETE and OP_INVALIDATE, and for OP_UPSERT events that only invalidate.
+	// Absent for OP_DELETE, OP_INVALIDATE and OP_EVICT, and for OP_UPSERT events that only
+	// invalidate.
 	Value []byte `protobuf:"bytes,4,opt,name=value,proto3,oneof" json:"value,omitempty"`
 	// committed_at is when the writer committed the change; nodes measure apply latency from it.
 	CommittedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
@@ -201,12 +209,13 @@ const file_cachewire_v1_event_proto_rawDesc = "" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
-	"\x06_value*I\n" +
+	"\x06_value*W\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tOP_UPSERT\x10\x01\x12\r\n" +
 	"\tOP_DELETE\x10\x02\x12\x11\n" +
-	"\rOP_INVALIDATE\x10\x03B?Z=github.com/cachewire/cachewire/proto/cachewire/v1;cachewirepbb\x06proto3"
+	"\rOP_INVALIDATE\x10\x03\x12\f\n" +
+	"\bOP_EVICT\x10\x04B?Z=github.com/cachewire/cachewire/proto/cachewire/v1;cachewirepbb\x06proto3"
 
 var (
 	file_cachewire_v1_event_proto_rawDescOnce sync.Once

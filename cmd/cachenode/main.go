@@ -5,7 +5,7 @@
 //	cachenode --kafka-brokers 127.0.0.1:9092 --topics cachewire.users \
 //	  --redis-addrs 127.0.0.1:6379 --origin-addr 127.0.0.1:7080
 //
-// Every flag can also be set through the environment: --kafka-brokers as CACHEWIRE_KAFKA_BROKERS.
+// Every flag can also be set through the environment: --kafka-brokers as CACHEWIRE_NODE_KAFKA_BROKERS.
 // `cachenode --help` lists them all with their defaults. SIGINT or SIGTERM drains requests in
 // flight (bounded by --shutdown-timeout) and exits 0. Before that it reports NOT_SERVING (gRPC
 // health, /readyz 503) for --drain-delay while still serving.
@@ -28,8 +28,9 @@ import (
 	"github.com/cachewire/cachewire/node"
 )
 
-// envPrefix prefixes the environment variable of every flag.
-const envPrefix = "CACHEWIRE_"
+// env is how the flags are read from the environment: CACHEWIRE_NODE_GRPC_ADDR for --grpc-addr; the
+// unprefixed CACHEWIRE_GRPC_ADDR of earlier releases still works, with a warning.
+var env = flagenv.Command{Prefix: "CACHEWIRE_NODE_", Legacy: "CACHEWIRE_"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
@@ -45,6 +46,7 @@ type options struct {
 	originAddr string
 	policy     string
 	check      bool
+	env        flagenv.Command
 	logFormat  string
 	logLevel   string
 }
@@ -95,7 +97,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.check, "check-config", false, "validate the flags and configuration, then exit (0 when valid) without connecting")
-	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
+	o.env = env
+	if err := o.env.Parse(fs, args, getenv); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -129,15 +132,16 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "cachenode: %v\n", err)
+		flagenv.PrintError(stderr, "cachenode", err)
 		return 2
 	}
 	log, err := flagenv.Logger(o.logFormat, o.logLevel, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "cachenode: %v\n", err)
+		flagenv.PrintError(stderr, "cachenode", err)
 		return 2
 	}
 	o.cfg.Logger = log
+	o.env.LogWarnings(log)
 	if o.check {
 		o.cfg.Logger = slog.New(slog.DiscardHandler) // a check prints its verdict only
 	}
@@ -152,7 +156,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	n, err := node.New(o.cfg) // no I/O yet
 	if err != nil {
-		fmt.Fprintf(stderr, "cachenode: %v\n", err)
+		flagenv.PrintError(stderr, "cachenode", err)
 		return 2
 	}
 	if o.check {

@@ -21,10 +21,10 @@ func TestHelpListsEveryFlagWithDefault(t *testing.T) {
 		t.Fatalf("--help exited %d", code)
 	}
 	for _, want := range []string{
-		"--kafka-brokers (env CACHEWIRE_KAFKA_BROKERS, default \"\")",
-		"--max-staleness (env CACHEWIRE_MAX_STALENESS, default 5s)",
-		"--grpc-addr (env CACHEWIRE_GRPC_ADDR, default 127.0.0.1:7070)",
-		"--max-key-bytes (env CACHEWIRE_MAX_KEY_BYTES, default 1024)",
+		"--kafka-brokers (env CACHEWIRE_NODE_KAFKA_BROKERS, default \"\")",
+		"--max-staleness (env CACHEWIRE_NODE_MAX_STALENESS, default 5s)",
+		"--grpc-addr (env CACHEWIRE_NODE_GRPC_ADDR, default 127.0.0.1:7070)",
+		"--max-key-bytes (env CACHEWIRE_NODE_MAX_KEY_BYTES, default 1024)",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q:\n%s", want, out.String())
@@ -33,7 +33,7 @@ func TestHelpListsEveryFlagWithDefault(t *testing.T) {
 }
 
 func TestFlagsAndEnvironment(t *testing.T) {
-	env := map[string]string{"CACHEWIRE_TOPICS": "a,b", "CACHEWIRE_MAX_STALENESS": "2s"}
+	env := map[string]string{"CACHEWIRE_NODE_TOPICS": "a,b", "CACHEWIRE_NODE_MAX_STALENESS": "2s"}
 	o, err := parseFlags([]string{"--kafka-brokers=k1:9092,k2:9092", "--refresh-policy=evict-only", "--redis-addrs=r:6379"},
 		func(k string) string { return env[k] }, &bytes.Buffer{})
 	if err != nil {
@@ -62,9 +62,9 @@ func TestBadFlagsExitTwoWithAClearMessage(t *testing.T) {
 	}
 }
 
-// TestREADMEDocumentsEveryFlag keeps the README's configuration table true to --help.
-func TestREADMEDocumentsEveryFlag(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+// TestDocsListEveryFlag keeps docs/configuration.md true to --help.
+func TestDocsListEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 	run([]string{"--help"}, func(string) string { return "" }, &out)
 	for _, row := range flagenv.TableRows(out.String()) {
 		if !bytes.Contains(readme, []byte(row)) {
-			t.Errorf("README.md lacks the row\n%s", row)
+			t.Errorf("docs/configuration.md lacks the row\n%s", row)
 		}
 	}
 }
@@ -84,7 +84,7 @@ func TestRedisFlagsOnlyFillTheTierConfig(t *testing.T) {
 		mode    string
 		cluster bool
 	}{{"cluster", true}, {"single", false}} {
-		env := map[string]string{"CACHEWIRE_REDIS_PASSWORD": "secret", "CACHEWIRE_REDIS_USERNAME": "cw-node"}
+		env := map[string]string{"CACHEWIRE_NODE_REDIS_PASSWORD": "secret", "CACHEWIRE_NODE_REDIS_USERNAME": "cw-node"}
 		o, err := parseFlags([]string{"--kafka-brokers=k:1", "--topics=t", "--redis-mode=" + tc.mode, "--redis-addrs=r1:7000"},
 			func(k string) string { return env[k] }, &bytes.Buffer{})
 		if err != nil {

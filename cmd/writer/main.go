@@ -4,7 +4,7 @@
 //
 //	writer --kafka-brokers 127.0.0.1:9092 --topic cachewire.users --db-path ./writer.db --create-topic
 //
-// Every flag can also be set through the environment: --kafka-brokers as CACHEWIRE_KAFKA_BROKERS.
+// Every flag can also be set through the environment: --kafka-brokers as CACHEWIRE_WRITER_KAFKA_BROKERS.
 // SIGINT or SIGTERM drains requests in flight, gives the relay until --shutdown-timeout to publish
 // the outbox (the next start publishes what is left), and exits 0.
 package main
@@ -25,7 +25,9 @@ import (
 	"github.com/cachewire/cachewire/writer"
 )
 
-const envPrefix = "CACHEWIRE_"
+// env is how the flags are read from the environment: CACHEWIRE_WRITER_GRPC_ADDR for
+// --grpc-addr; the unprefixed CACHEWIRE_GRPC_ADDR of earlier releases still works, with a warning.
+var env = flagenv.Command{Prefix: "CACHEWIRE_WRITER_", Legacy: "CACHEWIRE_"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
@@ -37,6 +39,7 @@ type options struct {
 	logFormat string
 	logLevel  string
 	check     bool
+	env       flagenv.Command
 }
 
 func parseFlags(args []string, getenv func(string) string, out io.Writer) (*options, error) {
@@ -66,7 +69,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.check, "check-config", false, "validate the flags and configuration, then exit (0 when valid) without opening anything")
-	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
+	o.env = env
+	if err := o.env.Parse(fs, args, getenv); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -82,18 +86,19 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "writer: %v\n", err)
+		flagenv.PrintError(stderr, "writer", err)
 		return 2
 	}
 	log, err := flagenv.Logger(o.logFormat, o.logLevel, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "writer: %v\n", err)
+		flagenv.PrintError(stderr, "writer", err)
 		return 2
 	}
 	o.cfg.Logger = log
+	o.env.LogWarnings(log)
 	if o.check {
 		if err := writer.CheckConfig(o.cfg); err != nil {
-			fmt.Fprintf(stderr, "writer: %v\n", err)
+			flagenv.PrintError(stderr, "writer", err)
 			return 2
 		}
 		fmt.Fprintln(stderr, "writer: configuration OK")
@@ -101,7 +106,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	w, err := writer.New(o.cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "writer: %v\n", err)
+		flagenv.PrintError(stderr, "writer", err)
 		return 2
 	}
 	if err := w.Start(); err != nil {

@@ -15,10 +15,10 @@ func TestHelpListsEveryFlagWithDefault(t *testing.T) {
 		t.Fatalf("--help exited %d", code)
 	}
 	for _, want := range []string{
-		"--topic (env CACHEWIRE_TOPIC, default cachewire.events)",
-		"--event-value-max (env CACHEWIRE_EVENT_VALUE_MAX, default 65536)",
-		"--wait-published-timeout (env CACHEWIRE_WAIT_PUBLISHED_TIMEOUT, default 5s)",
-		"--dead-letter-topic (env CACHEWIRE_DEAD_LETTER_TOPIC, default \"\")",
+		"--topic (env CACHEWIRE_WRITER_TOPIC, default cachewire.events)",
+		"--event-value-max (env CACHEWIRE_WRITER_EVENT_VALUE_MAX, default 65536)",
+		"--wait-published-timeout (env CACHEWIRE_WRITER_WAIT_PUBLISHED_TIMEOUT, default 5s)",
+		"--dead-letter-topic (env CACHEWIRE_WRITER_DEAD_LETTER_TOPIC, default \"\")",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -29,14 +29,14 @@ func TestHelpListsEveryFlagWithDefault(t *testing.T) {
 func TestBadFlagsExitTwo(t *testing.T) {
 	for _, args := range [][]string{{"--log-format=xml", "--kafka-brokers=k:1"}, {"--topic="}, {"extra"}} {
 		var out bytes.Buffer
-		if code := run(args, func(string) string { return "" }, &out); code != 2 || out.Len() == 0 {
-			t.Errorf("run(%v) = %d with %q; want exit 2 and a message", args, code, out.String())
+		if code := run(args, func(string) string { return "" }, &out); code != 2 || out.Len() == 0 || strings.Contains(out.String(), "writer: writer:") {
+			t.Errorf("run(%v) = %d with %q; want exit 2 and a message that names the writer once", args, code, out.String())
 		}
 	}
 }
 
-func TestREADMEDocumentsEveryFlag(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+func TestDocsListEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,12 +44,12 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 	run([]string{"--help"}, func(string) string { return "" }, &out)
 	for _, row := range flagenv.TableRows(out.String()) {
 		if !bytes.Contains(readme, []byte(row)) {
-			t.Errorf("README.md lacks the row\n%s", row)
+			t.Errorf("docs/configuration.md lacks the row\n%s", row)
 		}
 	}
 }
 
-// TestDeadLetterTopicFlagAndEnvironment: --dead-letter-topic (or CACHEWIRE_DEAD_LETTER_TOPIC)
+// TestDeadLetterTopicFlagAndEnvironment: --dead-letter-topic (or CACHEWIRE_WRITER_DEAD_LETTER_TOPIC)
 // reaches the writer's Config.
 func TestDeadLetterTopicFlagAndEnvironment(t *testing.T) {
 	for _, tc := range []struct {
@@ -57,7 +57,7 @@ func TestDeadLetterTopicFlagAndEnvironment(t *testing.T) {
 		env  map[string]string
 	}{
 		{[]string{"--dead-letter-topic=cachewire.dead"}, nil},
-		{nil, map[string]string{"CACHEWIRE_DEAD_LETTER_TOPIC": "cachewire.dead"}},
+		{nil, map[string]string{"CACHEWIRE_WRITER_DEAD_LETTER_TOPIC": "cachewire.dead"}},
 	} {
 		o, err := parseFlags(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
 		if err != nil {

@@ -1,6 +1,8 @@
-// Package flagenv gives every flag of a command an environment-variable equivalent:
-// --kafka-brokers can also be set as CACHEWIRE_KAFKA_BROKERS. A flag given on the command line
-// wins over the environment. The usage text lists each flag with its variable and default.
+// Package flagenv gives every flag of a command an environment-variable equivalent under the
+// command's own prefix: cachenode's --kafka-brokers can also be set as
+// CACHEWIRE_NODE_KAFKA_BROKERS, the writer's as CACHEWIRE_WRITER_KAFKA_BROKERS, so one
+// environment can configure both. A flag given on the command line wins over the environment.
+// The usage text lists each flag with its variable and default. Every command gets --version.
 package flagenv
 
 import (
@@ -11,6 +13,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/cachewire/cachewire/internal/version"
 )
 
 // EnvName returns the variable for a flag: prefix + upper-cased name with '-' as '_'.
@@ -18,31 +22,117 @@ func EnvName(prefix, name string) string {
 	return prefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
+// ErrVersion is returned by Parse after --version printed the build: the caller exits 0. It
+// wraps flag.ErrHelp, so a caller that treats help as success needs nothing more.
+var ErrVersion = fmt.Errorf("version printed: %w", flag.ErrHelp)
+
 // Parse parses args into fs, then sets each flag not given in args from its environment variable,
-// if set. A bad value in the environment is an error that names the variable.
+// if set. A bad value in the environment is an error that names the variable. It is
+// (&Command{Prefix: prefix}).Parse.
 func Parse(fs *flag.FlagSet, prefix string, args []string, getenv func(string) string) error {
+	return (&Command{Prefix: prefix}).Parse(fs, args, getenv)
+}
+
+// Command is how one binary reads its flags: its environment prefix, the older prefix it still
+// reads for one release, and the deprecated flag names it still accepts.
+type Command struct {
+	// Prefix prefixes each flag's environment variable: CACHEWIRE_NODE_ makes --grpc-addr
+	// CACHEWIRE_NODE_GRPC_ADDR.
+	Prefix string
+	// Legacy is an older prefix, read when the Prefix variable is unset, with a warning.
+	Legacy string
+	// Stdout receives --version's line. If nil, os.Stdout.
+	Stdout io.Writer
+
+	warnings []string
+}
+
+// Alias accepts --old as a deprecated spelling of the already defined flag --name: setting it
+// sets --name and records a warning.
+func (c *Command) Alias(fs *flag.FlagSet, old, name string) {
+	f := fs.Lookup(name)
+	fs.Var(&alias{f: f, c: c, old: old}, old, "deprecated: use --"+name)
+}
+
+type alias struct {
+	f   *flag.Flag
+	c   *Command
+	old string
+}
+
+func (a *alias) String() string {
+	if a == nil || a.f == nil {
+		return ""
+	}
+	return a.f.Value.String()
+}
+
+func (a *alias) Set(s string) error {
+	a.c.warnings = append(a.c.warnings, fmt.Sprintf("--%s is deprecated and will be removed in the next release: use --%s", a.old, a.f.Name))
+	return a.f.Value.Set(s)
+}
+
+// Parse parses args into fs, then sets each flag not given in args from its environment variable
+// (Prefix, then Legacy), if set. A bad value in the environment is an error that names the
+// variable. It defines --version, which prints the build (package version) and returns
+// ErrVersion.
+func (c *Command) Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	fs.Usage = func() { Usage(fs.Output(), fs, prefix) }
+	var showVersion bool
+	if fs.Lookup("version") == nil {
+		fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	}
+	fs.Usage = func() { Usage(fs.Output(), fs, c.Prefix) }
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if showVersion {
+		out := c.Stdout
+		if out == nil {
+			out = os.Stdout
+		}
+		fmt.Fprintln(out, version.String(fs.Name()))
+		return ErrVersion
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || set[f.Name] {
+		if _, isAlias := f.Value.(*alias); err != nil || set[f.Name] || isAlias || f.Name == "version" {
 			return
 		}
-		env := EnvName(prefix, f.Name)
-		if v := getenv(env); v != "" {
+		env := EnvName(c.Prefix, f.Name)
+		v := getenv(env)
+		if c.Legacy != "" && c.Legacy != c.Prefix {
+			old := EnvName(c.Legacy, f.Name)
+			switch ov := getenv(old); {
+			case ov != "" && v != "":
+				c.warnings = append(c.warnings, fmt.Sprintf("%s is ignored: %s is set", old, env))
+			case ov != "":
+				c.warnings = append(c.warnings, fmt.Sprintf("%s is deprecated and will be removed in the next release: use %s", old, env))
+				v, env = ov, old
+			}
+		}
+		if v != "" {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", env, v, e)
 			}
 		}
 	})
 	return err
+}
+
+// Warnings returns what Parse found deprecated, one line each, for the caller to log once its
+// logger exists.
+func (c *Command) Warnings() []string { return c.warnings }
+
+// LogWarnings logs each of Warnings at warn level.
+func (c *Command) LogWarnings(log *slog.Logger) {
+	for _, w := range c.warnings {
+		log.Warn(w)
+	}
 }
 
 // Usage writes every flag with its environment variable, default and help text.
@@ -52,6 +142,10 @@ func Usage(w io.Writer, fs *flag.FlagSet, prefix string) {
 	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })
 	sort.Slice(flags, func(i, j int) bool { return flags[i].Name < flags[j].Name })
 	for _, f := range flags {
+		if _, isAlias := f.Value.(*alias); isAlias || f.Name == "version" {
+			fmt.Fprintf(w, "  --%s\n      %s\n", f.Name, f.Usage)
+			continue
+		}
 		def := f.DefValue
 		if def == "" {
 			def = `""`
@@ -114,4 +208,14 @@ func TableRows(usage string) []string {
 		rows = append(rows, fmt.Sprintf("| `%s` | `%s` | `%s` | %s |", name, line[envStart:envEnd], def, help))
 	}
 	return rows
+}
+
+// PrintError prints err for command cmd on w, as "cmd: err", without repeating the command's
+// name when the error already starts with it (the writer package's errors begin "writer: ").
+func PrintError(w io.Writer, cmd string, err error) {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, cmd+": ") {
+		msg = cmd + ": " + msg
+	}
+	fmt.Fprintln(w, msg)
 }

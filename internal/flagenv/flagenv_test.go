@@ -2,6 +2,7 @@ package flagenv
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"strings"
 	"testing"
@@ -38,5 +39,50 @@ func TestUsageListsEnvAndDefault(t *testing.T) {
 	Usage(&buf, fs, "CW_")
 	if !strings.Contains(buf.String(), "--max-batch (env CW_MAX_BATCH, default 100)") {
 		t.Fatalf("usage:\n%s", buf.String())
+	}
+}
+
+func TestLegacyPrefixIsReadWithAWarning(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	a := fs.String("grpc-addr", "def", "where")
+	b := fs.String("http-addr", "def", "where")
+	env := map[string]string{"CW_GRPC_ADDR": "old", "CW_HTTP_ADDR": "old", "CW_NODE_HTTP_ADDR": "new"}
+	c := &Command{Prefix: "CW_NODE_", Legacy: "CW_"}
+	if err := c.Parse(fs, nil, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if *a != "old" || *b != "new" {
+		t.Fatalf("grpc-addr %q http-addr %q, want old and new", *a, *b)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	if !strings.Contains(w, "CW_GRPC_ADDR is deprecated") || !strings.Contains(w, "use CW_NODE_GRPC_ADDR") ||
+		!strings.Contains(w, "CW_HTTP_ADDR is ignored: CW_NODE_HTTP_ADDR is set") {
+		t.Fatalf("warnings:\n%s", w)
+	}
+}
+
+func TestAliasSetsTheFlagWithAWarning(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var l List
+	fs.Var(&l, "redis-addrs", "addrs")
+	c := &Command{Prefix: "CW_"}
+	c.Alias(fs, "redis-addr", "redis-addrs")
+	if err := c.Parse(fs, []string{"--redis-addr", "a:1,b:2"}, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	if l.String() != "a:1,b:2" || len(c.Warnings()) != 1 || !strings.Contains(c.Warnings()[0], "use --redis-addrs") {
+		t.Fatalf("addrs %q warnings %q", l.String(), c.Warnings())
+	}
+}
+
+func TestVersionPrintsAndStops(t *testing.T) {
+	fs := flag.NewFlagSet("cachenode", flag.ContinueOnError)
+	var out bytes.Buffer
+	c := &Command{Prefix: "CW_", Stdout: &out}
+	if err := c.Parse(fs, []string{"--version"}, nil); !errors.Is(err, ErrVersion) || !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want ErrVersion", err)
+	}
+	if !strings.HasPrefix(out.String(), "cachenode dev") {
+		t.Fatalf("version line %q", out.String())
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
@@ -30,16 +32,15 @@ func (g *globals) stats(ctx context.Context) (*pb.StatsResponse, int) {
 }
 
 func cmdStats(ctx context.Context, g *globals, args []string) int {
-	if _, ok := g.sub("stats", args, 0, "no arguments", nil); !ok {
-		return exitUsage
+	if _, err := g.sub("stats", args, 0, 0, nil); err != nil {
+		return code(err)
 	}
 	s, code := g.stats(ctx)
 	if s == nil {
 		return code
 	}
 	if g.json {
-		raw, _ := protojsonMarshal(s)
-		fmt.Fprintln(g.out, string(raw))
+		g.print(statsToJSON(s), nil)
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
@@ -62,28 +63,14 @@ func flushCode(tw *tabwriter.Writer) int {
 }
 
 func cmdLag(ctx context.Context, g *globals, args []string) int {
-	if _, ok := g.sub("lag", args, 0, "no arguments", nil); !ok {
-		return exitUsage
+	if _, err := g.sub("lag", args, 0, 0, nil); err != nil {
+		return code(err)
 	}
 	s, code := g.stats(ctx)
 	if s == nil {
 		return code
 	}
-	now := time.Now()
-	rows := make([]lagJSON, 0, len(s.Partitions))
-	for _, p := range s.Partitions {
-		r := lagJSON{Topic: p.Topic, Partition: p.Partition, Offset: p.Offset, HighWatermark: p.HighWatermark,
-			Lag: max(p.HighWatermark-p.Offset, 0), AgeSeconds: -1, L2Committed: p.L2CommittedOffset, L2AgeSeconds: -1}
-		if p.CaughtUpAt != nil {
-			r.CaughtUpAt = p.CaughtUpAt.AsTime()
-			r.AgeSeconds = now.Sub(r.CaughtUpAt).Seconds()
-		}
-		if p.L2CaughtUpAt != nil {
-			r.L2CaughtUpAt = p.L2CaughtUpAt.AsTime()
-			r.L2AgeSeconds = now.Sub(r.L2CaughtUpAt).Seconds()
-		}
-		rows = append(rows, r)
-	}
+	rows := lagRows(s)
 	g.print(rows, func(w io.Writer) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TOPIC\tPARTITION\tOFFSET\tLOG END\tLAG\tCAUGHT UP\tL2 COMMITTED\tL2 CAUGHT UP")
@@ -102,18 +89,53 @@ func cmdLag(ctx context.Context, g *globals, args []string) int {
 	return exitOK
 }
 
+// lagRows is the per-partition position and freshness of a node's stats.
+func lagRows(s *pb.StatsResponse) []lagJSON {
+	now := time.Now()
+	rows := make([]lagJSON, 0, len(s.Partitions))
+	for _, p := range s.Partitions {
+		r := lagJSON{Topic: p.Topic, Partition: p.Partition, Offset: p.Offset, HighWatermark: p.HighWatermark,
+			Lag: max(p.HighWatermark-p.Offset, 0), AgeSeconds: -1, L2Committed: p.L2CommittedOffset, L2AgeSeconds: -1}
+		if p.CaughtUpAt != nil {
+			r.CaughtUpAt = p.CaughtUpAt.AsTime()
+			r.AgeSeconds = now.Sub(r.CaughtUpAt).Seconds()
+		}
+		if p.L2CaughtUpAt != nil {
+			r.L2CaughtUpAt = p.L2CaughtUpAt.AsTime()
+			r.L2AgeSeconds = now.Sub(r.L2CaughtUpAt).Seconds()
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
 func cmdTail(ctx context.Context, g *globals, args []string) int {
-	var fromBeginning bool
+	var fromBeginning, untilEnd bool
 	var count int
-	if _, ok := g.sub("tail", args, 0, "no arguments", func(fs *flag.FlagSet) {
+	if _, err := g.sub("tail", args, 0, 0, func(fs *flag.FlagSet) {
 		fs.BoolVar(&fromBeginning, "from-beginning", false, "start at the oldest event instead of the log end")
-		fs.IntVar(&count, "count", 0, "stop after this many events (0: until interrupted)")
-	}); !ok {
-		return exitUsage
+		fs.IntVar(&count, "count", 0, "stop after this many events (0: no limit)")
+		fs.BoolVar(&untilEnd, "until-end", false, "stop at the log end as it was when tail started, instead of waiting for new events")
+	}); err != nil {
+		return code(err)
 	}
 	if len(g.brokers) == 0 {
-		fmt.Fprintln(g.errOut, "cachectl tail: --kafka-brokers (or CACHEWIRE_KAFKA_BROKERS) is required")
+		fmt.Fprintln(g.errOut, "cachectl tail: --kafka-brokers (or "+envPrefix+"KAFKA_BROKERS) is required")
 		return exitUsage
+	}
+	// Ask for the topic first: a missing topic is a wrong --topic, not an unreachable Kafka.
+	actx, acancel := g.ctx(ctx)
+	ends, err := topics.EndOffsets(actx, g.brokers, g.topic)
+	acancel()
+	switch {
+	case errors.Is(err, topics.ErrNotFound):
+		fmt.Fprintf(g.errOut, "cachectl tail: topic %q does not exist on Kafka at %s\ncachectl: name the event topic with --topic (or %sTOPIC)\n",
+			g.topic, strings.Join(g.brokers, ","), envPrefix)
+		return exitInvalid
+	case err != nil:
+		fmt.Fprintf(g.errOut, "cachectl tail: Kafka at %s: %v\ncachectl: is Kafka running and reachable at %s? (--kafka-brokers)\n",
+			strings.Join(g.brokers, ","), err, strings.Join(g.brokers, ","))
+		return exitUnavailable
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -152,15 +174,39 @@ func cmdTail(ctx context.Context, g *globals, args []string) int {
 	select {
 	case <-sub.Ready():
 	case <-time.After(g.timeout):
-		fmt.Fprintf(g.errOut, "cachectl tail: Kafka at %s: topic %q not readable within %v\ncachectl: is Kafka running and reachable?\n",
-			strings.Join(g.brokers, ","), g.topic, g.timeout)
+		fmt.Fprintf(g.errOut, "cachectl tail: Kafka at %s: topic %q not readable within %v\ncachectl: is Kafka running and reachable at %s? (--kafka-brokers)\n",
+			strings.Join(g.brokers, ","), g.topic, g.timeout, strings.Join(g.brokers, ","))
 		return exitUnavailable
 	case <-ctx.Done():
 		return exitOK
 	}
-	for n := 0; count == 0 || n < count; n++ {
+	// With --until-end, tail is done when every partition's reader has passed the end offset
+	// it had at the start; events at or past it are not printed.
+	atEnd := func() bool {
+		for _, p := range sub.Partitions() {
+			if p.Topic == g.topic && p.Offset < ends[p.Partition] {
+				return false
+			}
+		}
+		return true
+	}
+	var poll <-chan time.Time
+	if untilEnd {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		poll = t.C
+	}
+	for n := 0; count == 0 || n < count; {
+		if untilEnd && atEnd() && len(events) == 0 { // in this order: atEnd first
+			return exitOK
+		}
 		select {
+		case <-poll:
 		case e := <-events:
+			if untilEnd && e.Offset >= ends[e.Partition] {
+				continue
+			}
+			n++
 			g.print(e, func(w io.Writer) {
 				val := ""
 				if e.Value != nil {
@@ -177,10 +223,10 @@ func cmdTail(ctx context.Context, g *globals, args []string) int {
 
 func cmdHealth(ctx context.Context, g *globals, args []string) int {
 	var ofWriter bool
-	if _, ok := g.sub("health", args, 0, "no arguments", func(fs *flag.FlagSet) {
+	if _, err := g.sub("health", args, 0, 0, func(fs *flag.FlagSet) {
 		fs.BoolVar(&ofWriter, "writer", false, "check the writer instead of the node")
-	}); !ok {
-		return exitUsage
+	}); err != nil {
+		return code(err)
 	}
 	ctx, cancel := g.ctx(ctx)
 	defer cancel()

@@ -1,16 +1,21 @@
 // Command cachectl reads and writes cachewire from the shell, and shows what it is doing.
 //
-//	cachectl get KEY [--min-version N]     read through a cache node
-//	cachectl put KEY VALUE [--no-wait]     write through the writer; prints the new version
-//	cachectl del KEY [--no-wait]           delete through the writer; prints the version
-//	cachectl invalidate KEY VERSION        make every node evict KEY up to VERSION
-//	cachectl stats                         a node's counters
-//	cachectl lag                           a node's per-partition position and freshness
-//	cachectl tail [--from-beginning] [--count N]   print change events live, with partition and offset
-//	cachectl health [--writer]             exit 0 when the node (or the writer) reports SERVING
+//	cachectl get KEY [--min-version N]          read through a cache node
+//	cachectl put KEY VALUE|- [--no-wait]        write through the writer (- reads stdin)
+//	cachectl put KEY --value-file F             write a file's bytes
+//	cachectl del KEY [--no-wait]                delete through the writer; prints the version
+//	cachectl invalidate KEY VERSION             KEY changed at VERSION: every node holding an older version drops it
+//	cachectl evict KEY                          every node drops KEY's value, keeping its version
+//	cachectl stats                              a node's counters
+//	cachectl lag                                a node's per-partition position and freshness
+//	cachectl tail [--from-beginning] [--count N] [--until-end]   print change events
+//	cachectl health [--writer]                  exit 0 when the node (or the writer) reports SERVING
+//	cachectl help [COMMAND]                     this list, or one command's flags
 //
-// Global flags (before the subcommand) pick the targets and the output: --node, --writer,
-// --kafka-brokers, --topic, --json, --timeout; each has a CACHEWIRE_* environment variable.
+// Global flags (before the command) pick the targets and the output: --node, --writer,
+// --kafka-brokers, --topic, --json, --timeout; each has a CACHEWIRE_CTL_* environment variable.
+// Every --json output is one JSON document per result, with snake_case names, numbers as JSON
+// numbers and times in RFC 3339.
 //
 // Exit codes: 0 success; 1 the key has no value (get); 2 usage error; 3 the target is
 // unreachable or unavailable; 4 the target rejected the request as invalid; 5 any other error.
@@ -43,22 +48,52 @@ const (
 	exitError       = 5
 )
 
-const usageText = `Usage: cachectl [global flags] COMMAND [ARGS]
+// command is one subcommand: its synopsis, its one-line help and what runs it.
+type command struct {
+	name, args, help string
+	run              func(context.Context, *globals, []string) int
+}
 
-Commands:
-  get KEY [--min-version N]              read KEY through a cache node
-  put KEY VALUE [--no-wait]              write KEY through the writer; prints the new version
-  del KEY [--no-wait]                    delete KEY through the writer; prints the version
-  invalidate KEY VERSION                 make every node evict KEY up to VERSION
-  stats                                  a node's counters
-  lag                                    a node's per-partition position and freshness
-  tail [--from-beginning] [--count N]    print change events live, with partition and offset
-  health [--writer]                      exit 0 when the node (or the writer) reports SERVING
+// commands in the order the help lists them. It is filled in init: the commands' functions
+// print the help, which reads the table.
+var commands []command
+
+func init() {
+	commands = []command{
+		{"get", "KEY [--min-version N]", "read KEY through a cache node", cmdGet},
+		{"put", "KEY VALUE|- [--no-wait] | KEY --value-file F", "write KEY through the writer (- reads the value from stdin); prints the new version", cmdPut},
+		{"del", "KEY [--no-wait]", "delete KEY through the writer; prints the version", cmdDel},
+		{"invalidate", "KEY VERSION", "KEY changed at VERSION: every node holding an older version drops it (one at VERSION or newer ignores it)", cmdInvalidate},
+		{"evict", "KEY", "every node, and Redis, drops KEY's value and keeps its version; needs no version", cmdEvict},
+		{"stats", "", "a node's counters", cmdStats},
+		{"lag", "", "a node's per-partition position and freshness", cmdLag},
+		{"tail", "[--from-beginning] [--count N] [--until-end]", "print change events with partition and offset", cmdTail},
+		{"health", "[--writer]", "exit 0 when the node (or the writer) reports SERVING", cmdHealth},
+		{"help", "[COMMAND]", "this list, or one command's flags", cmdHelp},
+	}
+}
+
+func lookup(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "Usage: cachectl [global flags] COMMAND [ARGS]\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-11s %s\n  %-11s   %s\n", c.name, c.args, "", c.help)
+	}
+	fmt.Fprint(w, `
+Run 'cachectl help COMMAND' for a command's flags, 'cachectl --help' for the global flags.
 
 Exit codes: 0 success, 1 key has no value (get), 2 usage error, 3 target unreachable or
 unavailable, 4 request rejected as invalid, 5 other error.
-
-`
+`)
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -73,56 +108,129 @@ type globals struct {
 	topic        string
 	json         bool
 	timeout      time.Duration
+	in           io.Reader
 	out, errOut  io.Writer
 }
 
+// envPrefix is the prefix of cachectl's environment variables; the unprefixed CACHEWIRE_NODE
+// and friends of earlier releases still work, with a warning.
+const envPrefix = "CACHEWIRE_CTL_"
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	g := &globals{out: stdout, errOut: stderr}
+	return runIn(ctx, args, getenv, os.Stdin, stdout, stderr)
+}
+
+func runIn(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{in: stdin, out: stdout, errOut: stderr}
 	fs := flag.NewFlagSet("cachectl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&g.node, "node", "127.0.0.1:7070", "cache node gRPC address")
-	fs.StringVar(&g.writer, "writer", "127.0.0.1:7080", "writer gRPC address")
+	fs.StringVar(&g.node, "node", "127.0.0.1:7070", "cache node gRPC address (its --grpc-addr)")
+	fs.StringVar(&g.writer, "writer", "127.0.0.1:7080", "writer gRPC address (its --grpc-addr)")
 	fs.Var(&g.brokers, "kafka-brokers", "Kafka bootstrap addresses for tail, comma separated")
 	fs.StringVar(&g.topic, "topic", "cachewire.events", "topic for tail")
 	fs.BoolVar(&g.json, "json", false, "print JSON instead of text")
 	fs.DurationVar(&g.timeout, "timeout", 5*time.Second, "deadline of each call")
-	if err := flagenv.Parse(fs, "CACHEWIRE_", args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usageText)
-			flagenv.Usage(stderr, fs, "CACHEWIRE_")
+	env := flagenv.Command{Prefix: envPrefix, Legacy: "CACHEWIRE_", Stdout: stdout}
+	if err := env.Parse(fs, args, getenv); err != nil {
+		switch {
+		case errors.Is(err, flagenv.ErrVersion):
+			return exitOK
+		case errors.Is(err, flag.ErrHelp):
+			usage(stderr)
+			fmt.Fprintln(stderr)
+			flagenv.Usage(stderr, fs, envPrefix)
 			return exitOK
 		}
 		return exitUsage
 	}
+	for _, w := range env.Warnings() {
+		fmt.Fprintf(stderr, "cachectl: warning: %s\n", w)
+	}
 	if fs.NArg() == 0 {
-		fmt.Fprint(stderr, usageText)
+		fmt.Fprint(stderr, "cachectl: no command\n\n")
+		usage(stderr)
 		return exitUsage
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	commands := map[string]func(context.Context, *globals, []string) int{
-		"get": cmdGet, "put": cmdPut, "del": cmdDel, "invalidate": cmdInvalidate,
-		"stats": cmdStats, "lag": cmdLag, "tail": cmdTail, "health": cmdHealth,
-	}
-	f, ok := commands[cmd]
+	name, rest := fs.Arg(0), fs.Args()[1:]
+	c, ok := lookup(name)
 	if !ok {
-		fmt.Fprintf(stderr, "cachectl: unknown command %q\n\n%s", cmd, usageText)
+		fmt.Fprintf(stderr, "cachectl: unknown command %q\n\n", name)
+		usage(stderr)
 		return exitUsage
 	}
-	return f(ctx, g, rest)
+	return c.run(ctx, g, rest)
 }
 
-// sub parses a subcommand's flags and checks its positional argument count.
-func (g *globals) sub(name string, args []string, nargs int, argNames string, def func(*flag.FlagSet)) (*flag.FlagSet, bool) {
+func cmdHelp(_ context.Context, g *globals, args []string) int {
+	switch len(args) {
+	case 0:
+		usage(g.out)
+		return exitOK
+	case 1:
+		c, ok := lookup(args[0])
+		if !ok {
+			fmt.Fprintf(g.errOut, "cachectl help: unknown command %q\n\n", args[0])
+			usage(g.errOut)
+			return exitUsage
+		}
+		if c.name != "help" { // the command's own --help prints its synopsis and flags
+			return c.run(context.Background(), g, []string{"--help"})
+		}
+		usage(g.out)
+		return exitOK
+	}
+	fmt.Fprintln(g.errOut, "cachectl help: want at most one COMMAND")
+	return exitUsage
+}
+
+// errUsage is what sub returns for a usage error, after printing it; errHelp after --help.
+var (
+	errUsage = errors.New("usage error")
+	errHelp  = errors.New("help printed")
+)
+
+// sub parses a subcommand's flags and checks that it got between minArgs and maxArgs
+// positional arguments. --help prints the command's synopsis and flags (errHelp); a usage error
+// prints what was wrong and the command list (errUsage). code turns those into exit codes.
+func (g *globals) sub(name string, args []string, minArgs, maxArgs int, def func(*flag.FlagSet)) (*flag.FlagSet, error) {
+	c, _ := lookup(name)
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(g.errOut)
+	fs.SetOutput(io.Discard)
 	if def != nil {
 		def(fs)
 	}
-	// Allow flags after the positional arguments too (cachectl get KEY --min-version 3).
+	help := func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: cachectl %s %s\n  %s\n", name, c.args, c.help)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprintln(w, "\nFlags:")
+			fs.SetOutput(w)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+		}
+	}
+	bad := func(format string, a ...any) (*flag.FlagSet, error) {
+		fmt.Fprintf(g.errOut, "cachectl %s: %s\n\n", name, fmt.Sprintf(format, a...))
+		help(g.errOut)
+		fmt.Fprintln(g.errOut)
+		usage(g.errOut)
+		return nil, errUsage
+	}
+	// Allow flags after the positional arguments too (cachectl get KEY --min-version 3), and
+	// "-" as an argument (put KEY -).
 	var pos []string
 	for len(args) > 0 {
+		if args[0] == "-" {
+			pos, args = append(pos, "-"), args[1:]
+			continue
+		}
 		if err := fs.Parse(args); err != nil {
-			return nil, false
+			if errors.Is(err, flag.ErrHelp) {
+				help(g.out)
+				return nil, errHelp
+			}
+			return bad("%v", err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -130,20 +238,61 @@ func (g *globals) sub(name string, args []string, nargs int, argNames string, de
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(pos) != nargs {
-		fmt.Fprintf(g.errOut, "cachectl %s: want %s\n", name, argNames)
-		return nil, false
+	if len(pos) < minArgs || len(pos) > maxArgs {
+		want := c.args
+		if want == "" {
+			want = "no arguments"
+		}
+		return bad("want %s, got %d argument(s)", want, len(pos))
 	}
-	_ = fs.Parse(pos) // leaves fs.Args() = the positional arguments
-	return fs, true
+	_ = fs.Parse(append([]string{"--"}, pos...)) // leaves fs.Args() = the positional arguments
+	return fs, nil
 }
 
-// fail prints err and returns the exit code for it.
+// code is the exit code for an error from sub.
+func code(err error) int {
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	return exitUsage
+}
+
+// fail prints err, and a hint naming the likely cause, and returns the exit code for it.
 func (g *globals) fail(target string, err error) int {
 	fmt.Fprintf(g.errOut, "cachectl: %s: %v\n", target, err)
+	kind, addr, _ := strings.Cut(target, " ")
+	msg := err.Error()
+	hint := func(format string, a ...any) { fmt.Fprintf(g.errOut, "cachectl: "+format+"\n", a...) }
 	switch {
+	case strings.Contains(msg, "frame too large") || strings.Contains(msg, "server preface") ||
+		strings.Contains(msg, "malformed header") || strings.Contains(msg, "HTTP/1"):
+		flagName := "--" + kind
+		hint("%s does not speak gRPC: is it an HTTP port (/metrics, /healthz)? Point %s at the %s's --grpc-addr (default %s)",
+			addr, flagName, kind, map[string]string{"node": "127.0.0.1:7070", "writer": "127.0.0.1:7080"}[kind])
+		return exitUnavailable
+	case strings.Contains(msg, "origin is behind"):
+		hint("the %s is up; its origin has not yet reached the version asked for (--min-version). Retry shortly, or check that the version came from a write to this origin", kind)
+		return exitUnavailable
+	case strings.Contains(msg, "node is starting"):
+		hint("the node is up but still catching up with Kafka; retry shortly ('cachectl lag' shows its position)")
+		return exitUnavailable
+	case strings.Contains(msg, "origin unavailable"):
+		hint("the node is up, but its origin (the node's --origin-addr) cannot be reached")
+		return exitUnavailable
+	case strings.Contains(msg, "key keeps changing"):
+		hint("the key changed under every read attempt; retry")
+		return exitUnavailable
+	case strings.Contains(msg, "NOT_SERVING"):
+		hint("the %s at %s is running but not serving: starting, or draining for shutdown", kind, addr)
+		return exitUnavailable
+	case strings.Contains(msg, "cannot publish"):
+		hint("the node is up, but cannot reach Kafka to publish")
+		return exitUnavailable
 	case errors.Is(err, client.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		fmt.Fprintf(g.errOut, "cachectl: is the %s running and reachable?\n", strings.Fields(target)[0])
+		hint("is the %s running and reachable at %s? (--%s)", kind, addr, kind)
+		return exitUnavailable
+	case errors.Is(err, client.ErrResourceExhausted):
+		hint("the %s is at its request limit; back off and retry", kind)
 		return exitUnavailable
 	case errors.Is(err, client.ErrInvalidArgument):
 		return exitInvalid
@@ -151,6 +300,7 @@ func (g *globals) fail(target string, err error) int {
 	return exitError
 }
 
+// print writes v as one JSON document (--json), or calls text.
 func (g *globals) print(v any, text func(w io.Writer)) {
 	if g.json {
 		enc := json.NewEncoder(g.out)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -12,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
+	"github.com/cachewire/cachewire/client"
 	"github.com/cachewire/cachewire/embedded"
 )
 
@@ -44,13 +49,19 @@ func ctl(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	c := cluster(t)
 	env := map[string]string{
-		"CACHEWIRE_NODE": c.NodeAddrs[0], "CACHEWIRE_WRITER": c.WriterAddr,
-		"CACHEWIRE_KAFKA_BROKERS": strings.Join(c.Brokers, ","), "CACHEWIRE_TOPIC": c.Topic,
+		"CACHEWIRE_CTL_NODE": c.NodeAddrs[0], "CACHEWIRE_CTL_WRITER": c.WriterAddr,
+		"CACHEWIRE_CTL_KAFKA_BROKERS": strings.Join(c.Brokers, ","), "CACHEWIRE_CTL_TOPIC": c.Topic,
 	}
+	return ctlIn(t, env, "", args...)
+}
+
+// ctlIn runs cachectl with env and stdin.
+func ctlIn(t *testing.T, env map[string]string, stdin string, args ...string) (int, string, string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	code := run(ctx, args, func(k string) string { return env[k] }, &out, &errOut)
+	code := runIn(ctx, args, func(k string) string { return env[k] }, strings.NewReader(stdin), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -78,7 +89,7 @@ func TestPutGetDelete(t *testing.T) {
 
 func TestInvalidate(t *testing.T) {
 	ctl(t, "put", "ctl:inv", "x")
-	if code, out, _ := ctl(t, "invalidate", "ctl:inv", "99"); code != 0 || !strings.Contains(out, "invalidated ctl:inv up to version 99") {
+	if code, out, _ := ctl(t, "invalidate", "ctl:inv", "99"); code != 0 || !strings.Contains(out, "INVALIDATE ctl:inv at version 99") {
 		t.Fatalf("invalidate = %d %q", code, out)
 	}
 	if code, _, errOut := ctl(t, "invalidate", "ctl:inv", "zero"); code != exitUsage || !strings.Contains(errOut, "positive integer") {
@@ -94,9 +105,10 @@ func TestStatsAndLag(t *testing.T) {
 	}
 	code, out, _ = ctl(t, "--json", "stats")
 	var stats struct {
-		NodeID string `json:"nodeId"`
+		NodeID      string `json:"node_id"`
+		OriginLoads uint64 `json:"origin_loads"` // a JSON number, not protojson's string
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &stats) != nil || stats.NodeID != "node-1" {
+	if code != 0 || json.Unmarshal([]byte(out), &stats) != nil || stats.NodeID != "node-1" || stats.OriginLoads == 0 {
 		t.Fatalf("stats --json = %d %q", code, out)
 	}
 	code, out, _ = ctl(t, "lag")
@@ -165,5 +177,134 @@ func TestUnreachableTarget(t *testing.T) {
 		if code != exitUnavailable || !strings.Contains(errOut.String(), "running and reachable") {
 			t.Errorf("cachectl %v = %d %q, want exit 3 with a clear message", args, code, errOut.String())
 		}
+	}
+}
+
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"help", "put"}, {"put", "--help"}, {"tail", "-h"}, {"--help"}} {
+		code, out, errOut := ctl(t, args...)
+		if code != 0 || out+errOut == "" {
+			t.Errorf("cachectl %v = %d, want exit 0 with help", args, code)
+		}
+	}
+	if _, out, _ := ctl(t, "put", "--help"); !strings.Contains(out, "--value-file") || !strings.Contains(out, "Usage: cachectl put") {
+		t.Errorf("put --help printed %q", out)
+	}
+	if _, out, _ := ctl(t, "help"); !strings.Contains(out, "evict") || !strings.Contains(out, "invalidate") {
+		t.Errorf("help printed %q", out)
+	}
+}
+
+func TestUsageErrorListsTheCommands(t *testing.T) {
+	for _, args := range [][]string{{"get"}, {"frobnicate"}, {}, {"get", "--no-such-flag", "k"}} {
+		code, _, errOut := ctl(t, args...)
+		if code != exitUsage || !strings.Contains(errOut, "Commands:") || !strings.Contains(errOut, "evict") {
+			t.Errorf("cachectl %v = %d %q, want exit 2 and the command list", args, code, errOut)
+		}
+	}
+}
+
+func TestPutFromStdinAndFile(t *testing.T) {
+	env := map[string]string{"CACHEWIRE_CTL_NODE": cluster(t).NodeAddrs[0], "CACHEWIRE_CTL_WRITER": cluster(t).WriterAddr}
+	code, out, errOut := ctlIn(t, env, "from\nstdin\n", "--json", "put", "ctl:stdin", "-")
+	var w writeJSON
+	if code != 0 || json.Unmarshal([]byte(out), &w) != nil {
+		t.Fatalf("put - = %d %q %q", code, out, errOut)
+	}
+	code, out, _ = ctl(t, "--json", "get", "ctl:stdin", "--min-version", strconv.FormatUint(w.Version, 10))
+	var it itemJSON
+	if code != 0 || json.Unmarshal([]byte(out), &it) != nil || it.Value != "from\nstdin\n" {
+		t.Fatalf("get after put - = %d %q", code, out)
+	}
+	file := t.TempDir() + "/value"
+	if err := os.WriteFile(file, []byte("from a file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut = ctl(t, "--json", "put", "ctl:file", "--value-file", file); code != 0 || json.Unmarshal([]byte(out), &w) != nil {
+		t.Fatalf("put --value-file = %d %q %q", code, out, errOut)
+	}
+	code, out, _ = ctl(t, "--json", "get", "ctl:file", "--min-version", strconv.FormatUint(w.Version, 10))
+	if code != 0 || json.Unmarshal([]byte(out), &it) != nil || it.Value != "from a file" {
+		t.Fatalf("get after put --value-file = %d %q", code, out)
+	}
+	if code, _, errOut = ctl(t, "put", "ctl:file", "x", "--value-file", file); code != exitUsage || !strings.Contains(errOut, "not both") {
+		t.Fatalf("put with a value and --value-file = %d %q, want a usage error", code, errOut)
+	}
+	if code, _, errOut = ctl(t, "put", "ctl:file", "--value-file", file+".missing"); code != exitUsage || !strings.Contains(errOut, "--value-file") {
+		t.Fatalf("put --value-file of a missing file = %d %q", code, errOut)
+	}
+}
+
+func TestTailUntilEndStops(t *testing.T) {
+	ctl(t, "put", "ctl:until-end", "last")
+	code, out, errOut := ctl(t, "tail", "--from-beginning", "--until-end")
+	if code != 0 || !strings.Contains(out, "ctl:until-end") {
+		t.Fatalf("tail --until-end = %d %q %q, want exit 0 after printing the log", code, out, errOut)
+	}
+	if code, out, _ = ctl(t, "tail", "--until-end"); code != 0 || out != "" {
+		t.Fatalf("tail --until-end from the log end = %d %q, want exit 0 and nothing", code, out)
+	}
+}
+
+func TestTailOnAMissingTopicNamesIt(t *testing.T) {
+	code, _, errOut := ctl(t, "--topic", "no.such.topic", "tail")
+	if code != exitInvalid || !strings.Contains(errOut, `topic "no.such.topic" does not exist`) || !strings.Contains(errOut, "--topic") ||
+		strings.Contains(errOut, "running and reachable") {
+		t.Fatalf("tail on a missing topic = %d %q", code, errOut)
+	}
+}
+
+func TestEvict(t *testing.T) {
+	code, out, _ := ctl(t, "--json", "put", "ctl:evict", "suspect")
+	var w writeJSON
+	if code != 0 || json.Unmarshal([]byte(out), &w) != nil {
+		t.Fatalf("put = %d %q", code, out)
+	}
+	ctl(t, "get", "ctl:evict", "--min-version", strconv.FormatUint(w.Version, 10))
+	if code, out, errOut := ctl(t, "evict", "ctl:evict"); code != 0 || !strings.Contains(out, "EVICT ctl:evict") {
+		t.Fatalf("evict = %d %q %q", code, out, errOut)
+	}
+	// The node applies the EVICT before it answers, so its next read loads from the origin.
+	code, out, _ = ctl(t, "--json", "get", "ctl:evict")
+	var it itemJSON
+	if code != 0 || json.Unmarshal([]byte(out), &it) != nil || it.Tier != "ORIGIN" || it.Version != w.Version {
+		t.Fatalf("get after evict = %d %q, want a load from the origin at version %d", code, out, w.Version)
+	}
+}
+
+// TestHintsNameTheCause: each failure's hint names its real cause, not "is it running?".
+func TestHintsNameTheCause(t *testing.T) {
+	// An HTTP port (the node's /metrics, say) speaks HTTP/1, not gRPC.
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	env := map[string]string{"CACHEWIRE_CTL_NODE": strings.TrimPrefix(web.URL, "http://")}
+	code, _, errOut := ctlIn(t, env, "", "--timeout", "2s", "get", "k")
+	if code != exitUnavailable || !strings.Contains(errOut, "does not speak gRPC") || strings.Contains(errOut, "running and reachable") {
+		t.Errorf("get against the HTTP port = %d %q", code, errOut)
+	}
+	// A version the origin does not have yet.
+	code, _, errOut = ctl(t, "get", "ctl:behind", "--min-version", "999999999")
+	if code != exitUnavailable || !strings.Contains(errOut, "has not yet reached the version") || strings.Contains(errOut, "running and reachable") {
+		t.Errorf("get beyond the origin = %d %q", code, errOut)
+	}
+	for msg, want := range map[string]string{
+		"node is starting: not yet positioned at the log end of every partition": "still catching up with Kafka",
+		"origin unavailable: dial tcp: connection refused":                       "its origin",
+	} {
+		var errBuf bytes.Buffer
+		g := &globals{errOut: &errBuf}
+		err := &client.Error{Method: "Get", Code: codes.Unavailable, Message: msg}
+		if code := g.fail("node 127.0.0.1:7070", err); code != exitUnavailable || !strings.Contains(errBuf.String(), want) ||
+			strings.Contains(errBuf.String(), "running and reachable") {
+			t.Errorf("%q gave %d %q, want a hint with %q", msg, code, errBuf.String(), want)
+		}
+	}
+}
+
+func TestLegacyEnvironmentStillWorks(t *testing.T) {
+	env := map[string]string{"CACHEWIRE_NODE": cluster(t).NodeAddrs[0]}
+	code, _, errOut := ctlIn(t, env, "", "health")
+	if code != 0 || !strings.Contains(errOut, "CACHEWIRE_NODE is deprecated") || !strings.Contains(errOut, "CACHEWIRE_CTL_NODE") {
+		t.Fatalf("health with CACHEWIRE_NODE = %d %q, want it to work with a warning", code, errOut)
 	}
 }

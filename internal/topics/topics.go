@@ -117,6 +117,36 @@ func Partitions(ctx context.Context, brokers []string, topic string) (int, error
 	return len(md.Topics[0].Partitions), nil
 }
 
+// EndOffsets returns the log end offset (the offset the next record will get) of every partition
+// of topic: ErrNotFound when the topic does not exist.
+func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	n, err := Partitions(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	c, done := client(brokers)
+	defer done()
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for p := range n {
+		req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p))
+	}
+	resp, err := c.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("topics: end offsets of %q: %w", topic, err)
+	}
+	ends := make(map[int]int64, n)
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("topics: end offset of %q/%d: %w", topic, po.Partition, po.Error)
+		}
+		ends[po.Partition] = po.LastOffset
+	}
+	if len(ends) != n {
+		return nil, fmt.Errorf("topics: end offsets of %q: %d of %d partitions answered", topic, len(ends), n)
+	}
+	return ends, nil
+}
+
 // Delete deletes topics; ones that do not exist are not an error.
 func Delete(ctx context.Context, brokers []string, names ...string) error {
 	if len(names) == 0 {

@@ -76,6 +76,7 @@ func New(cfg Config) (*Tier, error) {
 		return nil, err
 	}
 	t := &Tier{cfg: cfg, rdb: cfg.Client}
+	routeRedisLogs(cfg.Logger)
 	_, isCluster := cfg.Client.(*redis.ClusterClient)
 	if cfg.Client == nil {
 		isCluster = cfg.Cluster || (cfg.MasterName == "" && len(cfg.Addrs) > 1)

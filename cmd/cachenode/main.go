@@ -105,6 +105,37 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	c.Brokers, c.Topics = o.brokers, o.topics
+	var chk flagenv.Check
+	chk.Addr("grpc-addr", c.GRPCAddr, false)
+	chk.Addr("http-addr", c.HTTPAddr, true)
+	chk.Addrs("kafka-brokers", o.brokers)
+	chk.Addrs("redis-addrs", o.redisAddrs)
+	if o.originAddr != "" {
+		chk.Addr("origin-addr", o.originAddr, false)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"max-staleness", c.MaxStaleness}, {"loader-timeout", c.LoaderTimeout}, {"l1-ttl", c.L1.TTL},
+		{"l1-tombstone-ttl", c.L1.TombstoneTTL}, {"negative-ttl", c.L1.NegativeTTL}, {"redis-ttl", c.L2.TTL},
+		{"redis-tombstone-ttl", c.L2.TombstoneTTL}, {"redis-dial-timeout", c.L2.DialTimeout},
+		{"redis-read-timeout", c.L2.ReadTimeout}, {"redis-write-timeout", c.L2.WriteTimeout},
+		{"shutdown-timeout", c.ShutdownTimeout}} {
+		chk.Positive(d.name, d.v)
+	}
+	chk.NotNegative("drain-delay", c.DrainDelay)
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{{"l1-max-entries", int64(c.L1.MaxEntries)}, {"l1-max-bytes", c.L1.MaxBytes}, {"l1-max-tombstones", int64(c.L1.MaxTombstones)},
+		{"max-key-bytes", int64(c.Limits.MaxKeyBytes)}, {"max-value-bytes", int64(c.Limits.MaxValueBytes)},
+		{"max-batch", int64(c.MaxBatch)}, {"max-in-flight", int64(c.MaxInFlight)}} {
+		chk.Size(n.name, n.v, 1)
+	}
+	chk.Size("max-recv-msg-bytes", int64(c.MaxRecvMsgBytes), 0)
+	if err := chk.Err(); err != nil {
+		return nil, err
+	}
 	var err error
 	if c.Policy, err = invalidation.ParsePolicy(o.policy); err != nil {
 		return nil, err

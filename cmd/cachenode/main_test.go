@@ -54,6 +54,13 @@ func TestBadFlagsExitTwoWithAClearMessage(t *testing.T) {
 		{[]string{"--redis-mode=mesh"}, "want single, sentinel or cluster"},
 		{[]string{"--topics=t"}, "no Kafka brokers"},
 		{[]string{"--kafka-brokers=k:1", "--topics=t", "--loader-timeout=1m"}, "shorter than the L1 tombstone TTL"},
+		// --check-config used to accept these.
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--grpc-addr=:notaport"}, `--grpc-addr ":notaport": port "notaport"`},
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--max-staleness=0"}, "--max-staleness 0s: want a duration above zero"},
+		{[]string{"--check-config", "--kafka-brokers=k", "--topics=t"}, `--kafka-brokers "k": want host:port`},
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--http-addr=localhost"}, "--http-addr"},
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--l1-max-bytes=0", "--drain-delay=-1s"}, "--l1-max-bytes 0: want at least 1"},
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--drain-delay=-1s"}, "--drain-delay -1s: must not be negative"},
 	} {
 		var out bytes.Buffer
 		if code := run(tc.args, func(string) string { return "" }, &out); code != 2 || !strings.Contains(out.String(), tc.want) {

@@ -77,6 +77,25 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	c.Brokers = o.brokers
+	var chk flagenv.Check
+	chk.Addr("grpc-addr", c.GRPCAddr, false)
+	chk.Addr("http-addr", c.HTTPAddr, true)
+	chk.Addrs("kafka-brokers", o.brokers)
+	chk.Positive("wait-published-timeout", c.WaitTimeout)
+	chk.Positive("shutdown-timeout", c.ShutdownTimeout)
+	chk.NotNegative("drain-delay", c.DrainDelay)
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"topic-partitions", c.TopicPartitions}, {"topic-replication", c.TopicReplication}, {"event-value-max", c.EventValueMax},
+		{"relay-batch", c.RelayBatch}, {"max-key-bytes", c.Limits.MaxKeyBytes}, {"max-value-bytes", c.Limits.MaxValueBytes},
+		{"max-batch", c.MaxBatch}} {
+		chk.Size(n.name, int64(n.v), 1)
+	}
+	chk.Size("max-recv-msg-bytes", int64(c.MaxRecvMsgBytes), 0)
+	if err := chk.Err(); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 

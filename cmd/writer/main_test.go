@@ -27,7 +27,10 @@ func TestHelpListsEveryFlagWithDefault(t *testing.T) {
 }
 
 func TestBadFlagsExitTwo(t *testing.T) {
-	for _, args := range [][]string{{"--log-format=xml", "--kafka-brokers=k:1"}, {"--topic="}, {"extra"}} {
+	for _, args := range [][]string{{"--log-format=xml", "--kafka-brokers=k:1"}, {"--topic="}, {"extra"},
+		{"--check-config", "--kafka-brokers=k:1", "--grpc-addr=:notaport"},
+		{"--check-config", "--kafka-brokers=k:1", "--wait-published-timeout=0"},
+		{"--check-config", "--kafka-brokers=k:1", "--relay-batch=0"}} {
 		var out bytes.Buffer
 		if code := run(args, func(string) string { return "" }, &out); code != 2 || out.Len() == 0 || strings.Contains(out.String(), "writer: writer:") {
 			t.Errorf("run(%v) = %d with %q; want exit 2 and a message that names the writer once", args, code, out.String())

@@ -6,13 +6,17 @@
 package flagenv
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cachewire/cachewire/internal/version"
 )
@@ -219,3 +223,61 @@ func PrintError(w io.Writer, cmd string, err error) {
 	}
 	fmt.Fprintln(w, msg)
 }
+
+// Check collects flag validation errors, so that one run reports every bad flag at once.
+type Check struct{ errs []error }
+
+// Addr requires value to be host:port with a numeric port (the host may be empty: ":7070").
+// "-" is accepted when allowOff (a listener that can be disabled).
+func (c *Check) Addr(flagName, value string, allowOff bool) {
+	if allowOff && value == "-" {
+		return
+	}
+	if err := checkAddr(value); err != nil {
+		c.errs = append(c.errs, fmt.Errorf("--%s %q: %w", flagName, value, err))
+	}
+}
+
+// Addrs requires every item of values to be host:port with a numeric port.
+func (c *Check) Addrs(flagName string, values []string) {
+	for _, v := range values {
+		if err := checkAddr(v); err != nil {
+			c.errs = append(c.errs, fmt.Errorf("--%s %q: %w", flagName, v, err))
+		}
+	}
+}
+
+func checkAddr(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("want host:port (%v)", err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// Positive requires a duration above zero.
+func (c *Check) Positive(flagName string, d time.Duration) {
+	if d <= 0 {
+		c.errs = append(c.errs, fmt.Errorf("--%s %v: want a duration above zero", flagName, d))
+	}
+}
+
+// NotNegative requires a duration of zero or more.
+func (c *Check) NotNegative(flagName string, d time.Duration) {
+	if d < 0 {
+		c.errs = append(c.errs, fmt.Errorf("--%s %v: must not be negative", flagName, d))
+	}
+}
+
+// Size requires a count or size of at least min.
+func (c *Check) Size(flagName string, n int64, min int64) {
+	if n < min {
+		c.errs = append(c.errs, fmt.Errorf("--%s %d: want at least %d", flagName, n, min))
+	}
+}
+
+// Err returns every problem found, joined, or nil.
+func (c *Check) Err() error { return errors.Join(c.errs...) }

@@ -1,11 +1,25 @@
 package node
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
+
+// counted is a Prometheus counter whose value the node can also read, for the Stats RPC.
+type counted struct {
+	c prometheus.Counter
+	n atomic.Uint64
+}
+
+func (c *counted) Inc() {
+	c.n.Add(1)
+	c.c.Inc()
+}
+
+func (c *counted) Load() uint64 { return c.n.Load() }
 
 // metrics are the node's Prometheus metrics, on a registry of its own so that several nodes can
 // live in one process (tests, the demo).
@@ -23,11 +37,14 @@ type metrics struct {
 	retries      prometheus.Counter
 	l2Epochs     prometheus.Counter
 
-	// Label sets of the hot path, bound once.
-	l1Hit, l1Miss, l2Hit, l2Miss, l2Behind prometheus.Counter
-	loadFound, loadNotFound, loadError     prometheus.Counter
-	staleFillL1, staleFillL2               prometheus.Counter
-	evApplied, evIgnored, evInvalid        prometheus.Counter
+	// Label sets of the hot path, bound once. The tier reads are also what the Stats RPC
+	// reports, so that a hit means one thing everywhere: a read answered from the tier, at
+	// least as new as the request's min_version, without a load.
+	l1Hit, l1Miss, l2Hit, l2Miss       *counted
+	l2Behind                           prometheus.Counter
+	loadFound, loadNotFound, loadError prometheus.Counter
+	staleFillL1, staleFillL2           prometheus.Counter
+	evApplied, evIgnored, evInvalid    prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -68,8 +85,9 @@ func newMetrics(n *Node) *metrics {
 		m.staleReads, m.rejected, m.retries, m.l2Epochs} {
 		f(c)
 	}
-	m.l1Hit, m.l1Miss = m.tierReads.WithLabelValues("l1", "hit"), m.tierReads.WithLabelValues("l1", "miss")
-	m.l2Hit, m.l2Miss, m.l2Behind = m.tierReads.WithLabelValues("l2", "hit"), m.tierReads.WithLabelValues("l2", "miss"), m.tierReads.WithLabelValues("l2", "behind")
+	read := func(tier, result string) *counted { return &counted{c: m.tierReads.WithLabelValues(tier, result)} }
+	m.l1Hit, m.l1Miss, m.l2Hit, m.l2Miss = read("l1", "hit"), read("l1", "miss"), read("l2", "hit"), read("l2", "miss")
+	m.l2Behind = m.tierReads.WithLabelValues("l2", "behind")
 	m.loadFound, m.loadNotFound, m.loadError = m.loads.WithLabelValues("found"), m.loads.WithLabelValues("not_found"), m.loads.WithLabelValues("error")
 	m.staleFillL1, m.staleFillL2 = m.staleFills.WithLabelValues("l1"), m.staleFills.WithLabelValues("l2")
 	m.evApplied, m.evIgnored, m.evInvalid = m.events.WithLabelValues("applied"), m.events.WithLabelValues("ignored"), m.events.WithLabelValues("invalid")

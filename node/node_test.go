@@ -700,3 +700,28 @@ func TestEvictDropsTheValueEverywhereAndKeepsTheVersion(t *testing.T) {
 		t.Fatalf("Evict without a key: %v, want InvalidArgument", err)
 	}
 }
+
+// TestStatsAndMetricsCountHitsAlike: a min_version read that L1 holds only at an older version is
+// a miss in the Stats RPC and in /metrics alike; a read L1 answers is a hit in both.
+func TestStatsAndMetricsCountHitsAlike(t *testing.T) {
+	h := newHarness(t)
+	h.origin.put("k", 1, "v1")
+	n := h.start(nil)
+	expect(t, get(t, n, "k", 0), pb.Tier_TIER_ORIGIN, 1, "v1") // L1 miss
+	expect(t, get(t, n, "k", 0), pb.Tier_TIER_L1, 1, "v1")     // L1 hit
+	h.origin.put("k", 2, "v2")
+	expect(t, get(t, n, "k", 2), pb.Tier_TIER_ORIGIN, 2, "v2") // L1 holds v1 < 2: a miss
+	st, err := n.client.Stats(ctxT(t), &pb.StatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.L1.Hits != 1 || st.L1.Misses != 2 {
+		t.Errorf("Stats: L1 hits %d misses %d, want 1 and 2", st.L1.Hits, st.L1.Misses)
+	}
+	_, body := httpGet(t, "http://"+n.HTTPAddr()+"/metrics")
+	for _, want := range []string{`cachewire_tier_reads_total{result="hit",tier="l1"} 1`, `cachewire_tier_reads_total{result="miss",tier="l1"} 2`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

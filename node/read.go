@@ -142,13 +142,24 @@ func (n *Node) behind(key string, r loaded, minVersion uint64) error {
 	return fmt.Errorf("%w: origin has no value for %q (deleted at version %d), request wants at least version %d", errOriginBehind, key, r.version, minVersion)
 }
 
+// fromL1 answers from L1 when it holds key at minVersion or newer, and counts the request's one
+// L1 hit or miss.
 func (n *Node) fromL1(key string, minVersion uint64, asOf time.Time) (loaded, bool) {
+	r, ok := n.peekL1(key, minVersion, asOf)
+	if ok {
+		n.m.l1Hit.Inc()
+	} else {
+		n.m.l1Miss.Inc()
+	}
+	return r, ok
+}
+
+// peekL1 is fromL1 without counting: a load looking again after the request's miss was counted.
+func (n *Node) peekL1(key string, minVersion uint64, asOf time.Time) (loaded, bool) {
 	it, ok := n.l1.Get(key)
 	if !ok || it.Version < minVersion {
-		n.m.l1Miss.Inc()
 		return loaded{}, false
 	}
-	n.m.l1Hit.Inc()
 	return loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, freshAsOf: asOf}, true
 }
 
@@ -178,7 +189,7 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 	defer cancel()
 	tok := n.l1.BeginFill() // before any read below: a fill older than an event seen meanwhile is refused
 	if spec.tiers {
-		if r, ok := n.fromL1(key, spec.floor, asOf); ok { // another flight may have filled it
+		if r, ok := n.peekL1(key, spec.floor, asOf); ok { // another flight may have filled it
 			r.tok = tok
 			return r, nil
 		}

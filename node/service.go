@@ -151,7 +151,7 @@ func (s *service) Stats(context.Context, *pb.StatsRequest) (*pb.StatsResponse, e
 	l1 := n.l1.Stats()
 	resp := &pb.StatsResponse{
 		NodeId: n.cfg.NodeID,
-		L1: &pb.TierStats{Hits: l1.Hits, Misses: l1.Misses, Entries: uint64(l1.Entries), Bytes: uint64(l1.Bytes),
+		L1: &pb.TierStats{Hits: n.m.l1Hit.Load(), Misses: n.m.l1Miss.Load(), Entries: uint64(l1.Entries), Bytes: uint64(l1.Bytes),
 			StaleFillsRejected: l1.StaleFillsRejected, Evictions: l1.Evictions},
 		OriginLoads:   n.loads.Load(),
 		EventsApplied: n.applied.Load(),
@@ -160,7 +160,7 @@ func (s *service) Stats(context.Context, *pb.StatsRequest) (*pb.StatsResponse, e
 	}
 	if n.l2 != nil {
 		l2 := n.l2.Stats()
-		resp.L2 = &pb.TierStats{Hits: l2.Hits, Misses: l2.Misses, StaleFillsRejected: l2.StaleFillsRejected}
+		resp.L2 = &pb.TierStats{Hits: n.m.l2Hit.Load(), Misses: n.m.l2Miss.Load(), StaleFillsRejected: l2.StaleFillsRejected}
 	}
 	n.l2mu.Lock()
 	defer n.l2mu.Unlock()

@@ -673,13 +673,16 @@ func (*StatsRequest) Descriptor() ([]byte, []int) {
 }
 
 type TierStats struct {
-	state              protoimpl.MessageState `protogen:"open.v1"`
-	Hits               uint64                 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
-	Misses             uint64                 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
-	Entries            uint64                 `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
-	Bytes              uint64                 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	StaleFillsRejected uint64                 `protobuf:"varint,5,opt,name=stale_fills_rejected,json=staleFillsRejected,proto3" json:"stale_fills_rejected,omitempty"`
-	Evictions          map[string]uint64      `protobuf:"bytes,6,rep,name=evictions,proto3" json:"evictions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// hits counts reads the tier answered: it held the key at a version at least the request's
+	// min_version, and no load was needed. A read the tier could not answer so is a miss, even
+	// when it held an older version. /metrics (cachewire_tier_reads_total) counts the same.
+	Hits               uint64            `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
+	Misses             uint64            `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
+	Entries            uint64            `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	Bytes              uint64            `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	StaleFillsRejected uint64            `protobuf:"varint,5,opt,name=stale_fills_rejected,json=staleFillsRejected,proto3" json:"stale_fills_rejected,omitempty"`
+	Evictions          map[string]uint64 `protobuf:"bytes,6,rep,name=evictions,proto3" json:"evictions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }

@@ -2,7 +2,7 @@
 // JSON and as the README's Markdown Performance table.
 //
 //	go run ./cmd/cachebench                       # every scenario, embedded Kafka and Redis
-//	go run ./cmd/cachebench --kafka-brokers 127.0.0.1:19092 --redis-addr 127.0.0.1:16379
+//	go run ./cmd/cachebench --kafka-brokers 127.0.0.1:19092 --redis-addrs 127.0.0.1:16379
 //	go run ./cmd/cachebench --scenarios read,memory --duration 10s
 //	go run ./cmd/cachebench --smoke               # seconds long; proves the tool runs, numbers mean nothing
 //
@@ -42,18 +42,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("cachebench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var(&brokers, "kafka-brokers", "a real Kafka to measure against (default: in-process kfake)")
-	fs.StringVar(&cfg.RedisAddr, "redis-addr", "", "a real Redis to measure against (default: in-process miniredis)")
+	fs.StringVar(&cfg.RedisAddr, "redis-addrs", "", "a real Redis to measure against (default: in-process miniredis)")
 	fs.Var(&scenarios, "scenarios", "comma-separated subset of "+strings.Join(bench.Scenarios, ",")+" (default: all)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each timed step")
 	fs.BoolVar(&cfg.Smoke, "smoke", false, "tiny counts: a seconds-long run that proves the tool works (numbers mean nothing)")
 	fs.StringVar(&outDir, "out-dir", "", "directory for results.json and results.md (default: none)")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
-	if err := flagenv.Parse(fs, "CACHEWIRE_BENCH_", args, getenv); err != nil {
+	fenv := flagenv.Command{Prefix: "CACHEWIRE_BENCH_"}
+	fenv.Alias(fs, "redis-addr", "redis-addrs") // the spelling of earlier releases
+	if err := fenv.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	for _, w := range fenv.Warnings() {
+		fmt.Fprintf(stderr, "cachebench: warning: %s\n", w)
 	}
 	cfg.Brokers, cfg.Scenarios, cfg.Progress = brokers, scenarios, stderr
 	cfg.Command = strings.TrimSpace("go run ./cmd/cachebench " + strings.Join(args, " "))

@@ -8,7 +8,7 @@
 //
 // Against real servers, name them and the scripts that control them (for restarts and pauses):
 //
-//	go run ./cmd/cachecheck --kafka-brokers 127.0.0.1:19092 --redis-addr 127.0.0.1:16379 \
+//	go run ./cmd/cachecheck --kafka-brokers 127.0.0.1:19092 --redis-addrs 127.0.0.1:16379 \
 //	  --kafka-ctl scripts/kafka.sh --redis-ctl scripts/redis.sh
 //
 // Exit status: 0 when every scenario that ran found nothing, 1 when one found a violation or
@@ -78,16 +78,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Uint64Var(&o.Seed, "seed", 0, "seed of every random choice (workload, origin delays, combined faults' order and timing); 0 picks one and prints it")
 	fs.Var(&only, "scenarios", "comma-separated scenario names to run (default: all)")
 	fs.Var(&brokers, "kafka-brokers", "a real Kafka (default: in-process)")
-	fs.StringVar(&env.RedisAddr, "redis-addr", "", "a real Redis (default: in-process)")
+	fs.StringVar(&env.RedisAddr, "redis-addrs", "", "a real Redis (default: in-process)")
 	fs.StringVar(&env.KafkaCtl, "kafka-ctl", "", "script controlling the real Kafka (scripts/kafka.sh), for restarts and pauses")
 	fs.StringVar(&env.RedisCtl, "redis-ctl", "", "script controlling the real Redis (scripts/redis.sh)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	fs.BoolVar(&verbose, "v", false, "log the clusters' warnings to stderr")
-	if err := flagenv.Parse(fs, "CACHEWIRE_CHECK_", args, getenv); err != nil {
+	fenv := flagenv.Command{Prefix: "CACHEWIRE_CHECK_"}
+	fenv.Alias(fs, "redis-addr", "redis-addrs") // the spelling of earlier releases
+	if err := fenv.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	for _, w := range fenv.Warnings() {
+		fmt.Fprintf(stderr, "cachecheck: warning: %s\n", w)
 	}
 	env.Brokers = brokers
 	if verbose {

@@ -2,14 +2,31 @@ package client
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
+// DefaultSessionKeys is how many keys a Session remembers unless SessionKeys says otherwise.
+const DefaultSessionKeys = 1024
+
 // Session gives one user, or one unit of work, read-your-writes across any nodes: it remembers
 // the version of every key it wrote and passes it as MinVersion on its reads of that key, so a
 // read never returns something older than the session's own write. It is safe for concurrent use.
+//
+// Its memory is bounded: it remembers the most recently used keys only (DefaultSessionKeys, or
+// SessionKeys). A key it forgot is read with no floor, as by a new session.
+//
+// To carry a session across processes (a web frontend behind several API servers), Export its
+// state as a token, put the token in a cookie or a header, and ImportSession it in the next
+// request's process.
 type Session struct {
 	cache  *Cache
 	writer *Writer
@@ -18,12 +35,123 @@ type Session struct {
 
 type sessionState struct {
 	mu       sync.Mutex
-	versions map[string]uint64
+	versions *simplelru.LRU[string, uint64]
 }
 
+// SessionOption configures a Session.
+type SessionOption func(*sessionOptions)
+
+type sessionOptions struct{ keys int }
+
+// SessionKeys bounds the keys a session remembers (at least 1; default DefaultSessionKeys).
+func SessionKeys(n int) SessionOption { return func(o *sessionOptions) { o.keys = max(n, 1) } }
+
 // NewSession returns a session that writes through w and reads through c.
-func NewSession(c *Cache, w *Writer) *Session {
-	return &Session{cache: c, writer: w, st: &sessionState{versions: make(map[string]uint64)}}
+func NewSession(c *Cache, w *Writer, opts ...SessionOption) *Session {
+	o := sessionOptions{keys: DefaultSessionKeys}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	lru, _ := simplelru.NewLRU[string, uint64](o.keys, nil) // size >= 1: cannot fail
+	return &Session{cache: c, writer: w, st: &sessionState{versions: lru}}
+}
+
+// ErrBadSessionToken is returned by ImportSession and Session.Import for a token Export did not
+// produce (or that was cut short).
+var ErrBadSessionToken = errors.New("client: bad session token")
+
+// sessionTokenPrefix starts every token; the digit is the format's version.
+const sessionTokenPrefix = "cws1."
+
+// Export returns the session's state as a compact, URL-safe token: the key/version pairs it
+// remembers, most recently used first. The token is not signed or encrypted: it shows the keys,
+// and a client that can edit it can only make its own reads stricter (or fail as "origin is
+// behind"). Sign it (as web frameworks sign cookies) when it crosses a trust boundary, and keep
+// SessionKeys small when it must fit in a cookie.
+func (s *Session) Export() string {
+	s.st.mu.Lock()
+	keys := s.st.versions.Keys() // oldest first
+	buf := binary.AppendUvarint(nil, uint64(len(keys)))
+	for i := len(keys) - 1; i >= 0; i-- {
+		v, _ := s.st.versions.Peek(keys[i])
+		buf = binary.AppendUvarint(buf, uint64(len(keys[i])))
+		buf = append(buf, keys[i]...)
+		buf = binary.AppendUvarint(buf, v)
+	}
+	s.st.mu.Unlock()
+	return sessionTokenPrefix + base64.RawURLEncoding.EncodeToString(buf)
+}
+
+// ImportSession returns a session that writes through w, reads through c, and starts from the
+// state a Session exported as token. An empty token gives a new session.
+func ImportSession(c *Cache, w *Writer, token string, opts ...SessionOption) (*Session, error) {
+	s := NewSession(c, w, opts...)
+	if token == "" {
+		return s, nil
+	}
+	if err := s.Import(token); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Import merges a token from Export into the session: for each key, the session keeps the newer
+// of its own version and the token's. On an error, the session is unchanged.
+func (s *Session) Import(token string) error {
+	pairs, err := decodeSessionToken(token)
+	if err != nil {
+		return err
+	}
+	for i := len(pairs) - 1; i >= 0; i-- { // oldest first, so the most recent stay most recent
+		s.remember(pairs[i].key, pairs[i].version)
+	}
+	return nil
+}
+
+type sessionPair struct {
+	key     string
+	version uint64
+}
+
+func decodeSessionToken(token string) ([]sessionPair, error) {
+	body, ok := strings.CutPrefix(token, sessionTokenPrefix)
+	if !ok {
+		return nil, fmt.Errorf("%w: does not start with %q", ErrBadSessionToken, sessionTokenPrefix)
+	}
+	buf, err := base64.RawURLEncoding.DecodeString(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSessionToken, err)
+	}
+	next := func() (uint64, bool) {
+		v, n := binary.Uvarint(buf)
+		if n <= 0 {
+			return 0, false
+		}
+		buf = buf[n:]
+		return v, true
+	}
+	count, ok := next()
+	if !ok || count > uint64(len(buf)) {
+		return nil, fmt.Errorf("%w: bad key count", ErrBadSessionToken)
+	}
+	pairs := make([]sessionPair, 0, count)
+	for range count {
+		klen, ok := next()
+		if !ok || klen > uint64(len(buf)) {
+			return nil, fmt.Errorf("%w: cut short", ErrBadSessionToken)
+		}
+		key := string(buf[:klen])
+		buf = buf[klen:]
+		v, ok := next()
+		if !ok {
+			return nil, fmt.Errorf("%w: cut short", ErrBadSessionToken)
+		}
+		pairs = append(pairs, sessionPair{key, v})
+	}
+	if len(buf) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the last key", ErrBadSessionToken, len(buf))
+	}
+	return pairs, nil
 }
 
 // Via returns the same session reading through another node: both share what the session wrote
@@ -34,17 +162,19 @@ func (s *Session) Via(c *Cache) *Session {
 
 func (s *Session) remember(key string, v uint64) {
 	s.st.mu.Lock()
-	if v > s.st.versions[key] {
-		s.st.versions[key] = v
+	if cur, _ := s.st.versions.Get(key); v > cur {
+		s.st.versions.Add(key, v)
 	}
 	s.st.mu.Unlock()
 }
 
-// Version returns the newest version of key the session wrote or read, or 0.
+// Version returns the newest version of key the session wrote or read, or 0 (also for a key it
+// no longer remembers).
 func (s *Session) Version(key string) uint64 {
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
-	return s.st.versions[key]
+	v, _ := s.st.versions.Get(key)
+	return v
 }
 
 // Put writes through the writer and remembers the version.

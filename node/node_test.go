@@ -389,6 +389,9 @@ func TestLimitsGiveInvalidArgument(t *testing.T) {
 			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want InvalidArgument mentioning %q", err, c.want)
 			}
+			if msg := status.Convert(err).Message(); strings.Contains(msg, "key: key") || strings.Contains(msg, "invalidation:") {
+				t.Fatalf("message %q stutters or names an internal package", msg)
+			}
 		})
 	}
 }

@@ -26,7 +26,7 @@ type service struct {
 
 func (n *Node) checkKey(key string) error {
 	if err := n.cfg.Limits.CheckKey(key); err != nil {
-		return fmt.Errorf("%w: key: %w", errInvalidArgument, err)
+		return fmt.Errorf("%w: %s", errInvalidArgument, strings.TrimPrefix(err.Error(), "invalidation: "))
 	}
 	return nil
 }
@@ -86,7 +86,7 @@ func (s *service) Set(ctx context.Context, req *pb.SetRequest) (*pb.SetResponse,
 		return nil, toStatus(err)
 	}
 	if err := n.cfg.Limits.CheckValue(len(req.GetValue())); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "value: %v", err)
+		return nil, status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), "invalidation: "))
 	}
 	if req.GetVersion() == 0 {
 		return nil, status.Error(codes.InvalidArgument, "version: must be greater than zero (the version read from the system of record)")

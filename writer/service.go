@@ -3,6 +3,7 @@ package writer
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,7 +23,7 @@ type service struct {
 
 func (s *service) checkKey(key string) error {
 	if err := s.w.cfg.Limits.CheckKey(key); err != nil {
-		return status.Errorf(codes.InvalidArgument, "key: %v", err)
+		return status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), "invalidation: "))
 	}
 	return nil
 }
@@ -32,7 +33,7 @@ func (s *service) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse,
 		return nil, err
 	}
 	if err := s.w.cfg.Limits.CheckValue(len(req.GetValue())); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "value: %v", err)
+		return nil, status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), "invalidation: "))
 	}
 	value := req.GetValue()
 	if value == nil {

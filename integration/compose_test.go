@@ -19,7 +19,41 @@ type composeFile struct {
 		Healthcheck struct {
 			Test []string `yaml:"test"`
 		} `yaml:"healthcheck"`
+		Ports   []string `yaml:"ports"`
+		Volumes []string `yaml:"volumes"`
 	} `yaml:"services"`
+}
+
+// TestComposeIsSafeToRunOnALaptop: published ports listen on the loopback interface only,
+// Kafka keeps its data in a volume under a fixed cluster id (so a restart keeps the log), and
+// the image runs something useful with no command given.
+func TestComposeIsSafeToRunOnALaptop(t *testing.T) {
+	raw, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f composeFile
+	if err := yaml.Unmarshal(raw, &f); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	for name, svc := range f.Services {
+		for _, p := range svc.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("service %s publishes %q on every interface; want 127.0.0.1:HOST:CONTAINER", name, p)
+			}
+		}
+	}
+	kafka := f.Services["kafka"]
+	if kafka.Environment["CLUSTER_ID"] == "" || len(kafka.Volumes) == 0 {
+		t.Errorf("kafka: CLUSTER_ID %q, volumes %v; want an explicit cluster id and a data volume", kafka.Environment["CLUSTER_ID"], kafka.Volumes)
+	}
+	dockerfile, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(dockerfile), "\nCMD [") {
+		t.Error("Dockerfile: no CMD: a bare docker run has nothing to run")
+	}
 }
 
 // TestComposeCommandsMatchTheBinaries: every cachewire service in docker-compose.yml runs a

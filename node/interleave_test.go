@@ -307,3 +307,38 @@ func TestCacheAsideMissIgnoresMinVersion(t *testing.T) {
 		}
 	})
 }
+
+// TestEvictDuringALoadDoesNotBringTheValueBack: L1 holds k@3, a load of k (begun while the node
+// was not fresh) is in flight and will return the same suspect value at the same version, and an
+// EVICT arrives meanwhile. The load's answer may not be kept (it may carry what the EVICT
+// dropped): the request loads again, and L1 ends up with what the origin holds after the EVICT.
+// Before the fix, the equal version passed the fill rule and the dropped value came back.
+func TestEvictDuringALoadDoesNotBringTheValueBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBareNode(t, lru.Config{})
+		b.origin.put("k", 3, "suspect")
+		b.l1.Fill("k", 3, []byte("suspect"), b.l1.BeginFill())
+		b.fresh = false // the node cannot vouch for L1: the read goes to the origin
+		g := b.startGet("k", 0)
+		synctest.Wait()
+		if got := b.origin.numPending(); got != 1 {
+			t.Fatalf("%d loads pending, want 1", got)
+		}
+		b.fresh = true
+		b.applyL1(invalidation.Event{Key: "k", Op: invalidation.OpEvict})
+		b.origin.put("k", 3, "repaired") // fixed in place: what the operator evicted for
+		b.origin.releaseAt(0)            // the old load returns the suspect value
+		synctest.Wait()
+		if got := b.origin.numPending(); got != 1 {
+			t.Fatalf("%d loads pending after the first returned, want the request's second load", got)
+		}
+		b.origin.releaseAt(0)
+		synctest.Wait()
+		if r := recv(t, g); r.err != nil || string(r.r.value) != "repaired" || r.r.version != 3 {
+			t.Fatalf("get = %v, want repaired@3", r)
+		}
+		if it, ok := b.l1.Get("k"); !ok || string(it.Value) != "repaired" {
+			t.Fatalf("L1 holds %q@%d (%v), want repaired@3", it.Value, it.Version, ok)
+		}
+	})
+}

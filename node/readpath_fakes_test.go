@@ -177,11 +177,14 @@ func (m *memL2) FillMissing(_ context.Context, tok redistier.FillToken, key stri
 func (m *memL2) Apply(_ context.Context, e *invalidation.Event, p invalidation.Policy) (invalidation.Action, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	a := invalidation.Decide(m.state(e.Key), e, p)
-	switch a {
-	case invalidation.Evict:
+	st := m.state(e.Key)
+	a := invalidation.Decide(st, e, p)
+	switch {
+	case a == invalidation.Evict && e.Op == invalidation.OpEvict: // keeps the held version
+		m.entries[e.Key] = memEntry{version: st.Version, kind: 'T', epoch: m.epoch}
+	case a == invalidation.Evict:
 		m.entries[e.Key] = memEntry{version: e.Version, kind: 'T', epoch: m.epoch}
-	case invalidation.Refresh:
+	case a == invalidation.Refresh:
 		m.entries[e.Key] = memEntry{version: e.Version, kind: 'V', value: e.Value, epoch: m.epoch}
 	}
 	return a, nil

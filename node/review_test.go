@@ -21,7 +21,7 @@ import (
 	"github.com/cachewire/cachewire/redistier"
 )
 
-// Review tests: interleavings that break the read-path invariants (ARCHITECTURE.md 3, 10, 11).
+// Review tests: interleavings that break the read-path invariants (docs/design.md 3, 10, 11).
 
 // TestReviewStalePathFillsL1WithLaggingL2: the stale path (node beyond max_staleness, origin down
 // or cache-aside) fills L1 from L2 without the node's L2 gating. What it fills is then served

@@ -2,7 +2,8 @@
 //
 // Entries are stored under a configurable key prefix as one string each: the version as 20
 // zero-padded decimal digits (so Lua compares uint64 versions exactly, as strings), one kind byte
-// (V value, N cached "not found", T tombstone), the epoch it was written in, and the value.
+// (v value, n cached "not found", t tombstone; upper case is the format from before epochs, read
+// as a version floor only), the epoch it was written in, and the value.
 // Fills and event applies run as
 // atomic Lua scripts (EVALSHA, loading the script when Redis does not have it) that enforce the
 // same rules as the in-process tier, invalidation.AcceptFill and invalidation.Decide, so two

@@ -85,7 +85,12 @@ func (r *runner) applyCase(ctx context.Context, brokers []string, topic string, 
 		return err
 	}
 	defer stopRedis()
-	tier, err := redistier.New(redistier.Config{Addrs: []string{addr}, KeyPrefix: r.name("apply") + ":"})
+	// A batch of up to 1000 events is one pipeline, read under one deadline. The node's default
+	// (250 ms) is meant for a real Redis; miniredis under the race detector on a busy machine
+	// can take longer for a whole batch, and the group applier would then retry the same batch
+	// forever. This measures throughput, not the timeout: give the batch time.
+	tier, err := redistier.New(redistier.Config{Addrs: []string{addr}, KeyPrefix: r.name("apply") + ":",
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, Logger: r.log})
 	if err != nil {
 		return err
 	}

@@ -225,18 +225,29 @@ func (g *GroupApplier) Run(ctx context.Context) error {
 }
 
 // apply retries until the batch is applied or ctx ends, and reports whether it was applied.
+// After a failure it retries in halves, down to one event at a time: a batch too large for the
+// store's timeout (a slow Redis, large values) would otherwise fail the same way forever. Parts
+// already applied are not applied again; applying one twice would be harmless anyway.
 func (g *GroupApplier) apply(ctx context.Context, events []Event) bool {
 	if len(events) == 0 {
 		return true
 	}
 	backoff := retry.NewBackoff(50*time.Millisecond, 5*time.Second)
+	chunk := len(events)
 	for attempt := 1; ; attempt++ {
-		err := g.cfg.Applier.ApplyBatch(ctx, events)
-		if err == nil {
-			g.events.Add(uint64(len(events)))
+		var err error
+		for len(events) > 0 {
+			part := events[:min(chunk, len(events))]
+			if err = g.cfg.Applier.ApplyBatch(ctx, part); err != nil {
+				break
+			}
+			g.events.Add(uint64(len(part)))
 			g.batches.Add(1)
+			events = events[len(part):]
+		}
+		if err == nil {
 			if attempt > 1 {
-				g.log.Info("applied after retries", "events", len(events), "attempts", attempt)
+				g.log.Info("applied after retries", "attempts", attempt, "batch", chunk)
 			}
 			return true
 		}
@@ -245,8 +256,9 @@ func (g *GroupApplier) apply(ctx context.Context, events []Event) bool {
 		}
 		g.retries.Add(1)
 		if attempt == 1 || attempt%20 == 0 {
-			g.log.Warn("apply failed; retrying without committing", "events", len(events), "attempt", attempt, "err", err)
+			g.log.Warn("apply failed; retrying in smaller batches without committing", "events", len(events), "attempt", attempt, "next_batch", max(chunk/2, 1), "err", err)
 		}
+		chunk = max(chunk/2, 1)
 		if !retry.Sleep(ctx, backoff.Next()) {
 			return false
 		}

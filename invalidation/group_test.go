@@ -3,6 +3,7 @@ package invalidation_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,4 +158,53 @@ func TestGroupApplierRetriesUntilRedisIsBack(t *testing.T) {
 	if s := g.Stats(); s.Retries < 3 {
 		t.Fatalf("stats %+v: want at least 3 retries, then 1 event applied", s)
 	}
+}
+
+// TestGroupApplierShrinksABatchThatKeepsFailing: a store that times out on any batch larger than
+// 4 events (a slow Redis) would make the applier retry the same large batch forever; it retries
+// in halves instead, and every event is applied.
+func TestGroupApplierShrinksABatchThatKeepsFailing(t *testing.T) {
+	k := testenv.NewKafka(t)
+	topic := k.CreateTopic(t, "events", 1)
+	ctx := testCtx(t)
+	pub := newPublisher(t, k.Brokers, topic)
+	for i := range 50 {
+		if err := pub.Publish(ctx, upsert(fmt.Sprint("k", i), 1, "v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	applied := map[string]bool{}
+	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
+		Brokers: k.Brokers, Topics: []string{topic}, GroupID: testenv.TopicName(t, "group"), Logger: quietLogger(),
+		Linger: 500 * time.Millisecond, // the 50 events arrive as one batch
+		Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
+			if len(events) > 4 {
+				return redistier.ErrUnavailable // i/o timeout
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, e := range events {
+				applied[e.Key] = true
+			}
+			return nil
+		}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- g.Run(context.Background()) }()
+	defer func() {
+		g.Close()
+		<-errc
+	}()
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(applied) != 50 {
+			return fmt.Sprintf("%d of 50 keys applied (stats %+v)", len(applied), g.Stats())
+		}
+		return ""
+	})
 }

@@ -90,7 +90,8 @@ type Item struct {
 }
 
 // FillToken is taken before a load begins (BeginFill) and handed to Fill, which rejects the fill
-// if the tier forgot a young version, or was flushed, in between.
+// if the tier forgot a young version, or was flushed, in between, or if an EVICT of the key was
+// applied in between (the load may carry the value it dropped).
 type FillToken struct{ fence, evicts uint64 }
 
 // Stats are a Cache's counters.

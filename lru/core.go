@@ -46,7 +46,17 @@ type entry struct {
 type tomb struct {
 	version  uint64
 	storedAt int64
-	evicted  uint64 // the evicts count when an EVICT made it; 0 otherwise
+}
+
+// mark records an EVICT of a key: count is the tier's evicts once it was applied. A load whose
+// token predates it (tok.evicts < count) may carry the value the EVICT dropped, at any version
+// (Redis, or the origin before it was repaired, may have held a version this tier never saw),
+// so its fills of the key are refused until the mark is older than TombstoneTTL. The mark is
+// kept apart from the key's value and tombstone, so that neither a later fill (of the repaired
+// value, by a load begun after the EVICT) nor an eviction for room takes it away.
+type mark struct {
+	count    uint64
+	storedAt int64
 }
 
 // core is the unsynchronised tier: both LRUs, the version rules and the accounting. Cache adds the
@@ -56,6 +66,7 @@ type core struct {
 	base   time.Time
 	values *simplelru.LRU[string, entry]
 	tombs  *simplelru.LRU[string, tomb]
+	marks  *simplelru.LRU[string, mark] // EVICTs younger than TombstoneTTL
 	bytes  int64
 	fence  uint64
 	evicts uint64 // EVICT events applied: a fill begun before one may not bring back what it dropped
@@ -71,6 +82,7 @@ func newCore(cfg Config) *core {
 	// The sizes are validated, so NewLRU cannot fail.
 	c.values, _ = simplelru.NewLRU(cfg.MaxEntries, c.onValueEvicted)
 	c.tombs, _ = simplelru.NewLRU(cfg.MaxTombstones, c.onTombEvicted)
+	c.marks, _ = simplelru.NewLRU(cfg.MaxTombstones, c.onMarkEvicted)
 	return c
 }
 
@@ -111,6 +123,50 @@ func (c *core) onTombEvicted(_ string, t tomb) {
 		c.fence++
 		c.youngDrops++
 	}
+}
+
+// onMarkEvicted runs for every EVICT mark leaving its LRU. Forgetting a young one (more EVICTs
+// than MaxTombstones within TombstoneTTL) raises the fence, as a young tombstone does.
+func (c *core) onMarkEvicted(_ string, m mark) {
+	if c.why == rReplaced || c.why == rFlushed || c.why == rExpired {
+		return
+	}
+	if c.young(m.storedAt, c.now()) {
+		c.fence++
+		c.youngDrops++
+	}
+}
+
+// putMark records an EVICT of key, first dropping up to tombSweep marks older than TombstoneTTL.
+func (c *core) putMark(key string, m mark) {
+	why := c.why
+	c.why = rExpired
+	for range tombSweep {
+		k, old, ok := c.marks.GetOldest()
+		if !ok || c.young(old.storedAt, m.storedAt) {
+			break
+		}
+		c.marks.Remove(k)
+	}
+	c.why = rCapacity
+	c.marks.Add(key, m)
+	c.why = why
+}
+
+// evictedSince reports whether an EVICT of key younger than TombstoneTTL was applied after tok
+// was taken.
+func (c *core) evictedSince(key string, tok FillToken) bool {
+	m, ok := c.marks.Peek(key)
+	if !ok {
+		return false
+	}
+	if !c.young(m.storedAt, c.now()) {
+		c.why = rExpired
+		c.marks.Remove(key)
+		c.why = rCapacity
+		return false
+	}
+	return m.count > tok.evicts
 }
 
 func (c *core) putTomb(key string, t tomb) {
@@ -231,14 +287,11 @@ func (c *core) set(key string, version uint64, value []byte, negative bool, ttl 
 // dropped young tombstone it may have relearned only an older version of the key from a late
 // event, and the load may have read an answer older than what it forgot.
 //
-// A value dropped by an EVICT keeps its version, which a fill may equal; so a fill at that
-// version whose load began before the EVICT is refused too: it may carry the dropped value.
+// A value dropped by an EVICT keeps its version, which a fill may equal; so a fill of the key
+// whose load began before the EVICT is refused too, whatever its version and whatever the tier
+// held when the EVICT came: it may carry the dropped value (see mark).
 func (c *core) admits(key string, version uint64, tok FillToken) bool {
-	if tok.fence != c.fence || !invalidation.AcceptFill(c.state(key), version) {
-		return false
-	}
-	t, ok := c.tombs.Peek(key)
-	return !ok || t.evicted <= tok.evicts || version > t.version
+	return tok.fence == c.fence && invalidation.AcceptFill(c.state(key), version) && !c.evictedSince(key, tok)
 }
 
 // keep stores an answer about to be served, as fill does, and reports whether it may be served:
@@ -285,11 +338,16 @@ func (c *core) store(key string, version uint64, value []byte, negative bool) bo
 func (c *core) apply(e *invalidation.Event, p invalidation.Policy) invalidation.Action {
 	st := c.state(e.Key)
 	a := invalidation.Decide(st, e, p)
+	if e.Op == invalidation.OpEvict {
+		// Marked even when the tier holds no value for the key: a load in flight may still
+		// carry the value the other tiers dropped.
+		c.evicts++
+		c.putMark(e.Key, mark{count: c.evicts, storedAt: c.now()})
+	}
 	switch {
 	case a == invalidation.Evict && e.Op == invalidation.OpEvict:
-		c.evicts++
 		c.removeValue(e.Key, rInvalidated)
-		c.putTomb(e.Key, tomb{version: st.Version, storedAt: c.now(), evicted: c.evicts})
+		c.putTomb(e.Key, tomb{version: st.Version, storedAt: c.now()})
 	case a == invalidation.Evict:
 		c.removeValue(e.Key, rInvalidated)
 		c.putTomb(e.Key, tomb{version: e.Version, storedAt: c.now()})
@@ -308,6 +366,7 @@ func (c *core) flush() {
 	c.why = rFlushed
 	c.values.Purge()
 	c.tombs.Purge()
+	c.marks.Purge()
 	c.why = rCapacity
 	c.fence++
 }

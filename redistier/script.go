@@ -20,6 +20,15 @@ const (
 // newer writes to it, so refresh-held leaves a tombstone there rather than a value.
 // A fill over a tombstone never shortens how long the key is remembered.
 //
+// An EVICT ('X') leaves a tombstone marked with an x after the epoch. Redis cannot tell when a
+// fill's load began, and a load begun before the EVICT may carry the value it dropped (read from
+// Redis itself, or from the origin before it was repaired), on a node whose L1 has not seen the
+// EVICT yet and so admits it. So every fill is refused (0) while that tombstone lives (until
+// TombstoneTTL, or a newer event replaces it), above its version too: Redis then holds a lower
+// version than the fill's, but no value that could send a reader back. The marked tombstone is
+// written over a tombstone or a missing key too (at version 0 then), for the same reason; only a
+// dropped value counts as applied. The key is not cached in Redis while it lives.
+//
 //	KEYS[1] the entry key
 //	KEYS[2] the epoch key (in the entry's hash slot)
 //	ARGV[1] version, 20 zero-padded digits
@@ -33,8 +42,9 @@ const (
 //	ARGV[7] TTL in ms of a tombstone
 //	ARGV[8] the epoch the write began under (epochLen characters)
 //
-// It returns -1 when the epoch differs, 0 when nothing changed (stale fill, duplicate or older
-// event), 1 when it wrote a tombstone, 2 when it stored a value.
+// It returns -1 when the epoch differs, 0 when nothing changed (stale fill, fill of an evicted
+// key, duplicate or older event, EVICT of no value), 1 when it wrote a tombstone, 2 when it
+// stored a value.
 var applyScript = redis.NewScript(`
 local ep = redis.call('GET', KEYS[2])
 if not ep or string.sub(ep, 1, 16) ~= ARGV[8] then return -1 end
@@ -47,14 +57,19 @@ if cur and string.len(cur) >= 21 then
 end
 local v = ARGV[1]
 if ARGV[3] == 'X' then
-  if not known then return 0 end
-  local k = string.sub(cur, 21, 21)
-  if k == 't' or k == 'T' then return 0 end
-  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8], 'PX', ARGV[7])
-  return 1
+  local r = 0
+  if known then
+    local k = string.sub(cur, 21, 21)
+    if k ~= 't' and k ~= 'T' then r = 1 end
+  else
+    cv = '00000000000000000000'
+  end
+  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8] .. 'x', 'PX', ARGV[7])
+  return r
 end
 if ARGV[2] == 'fill' then
   if known and v < cv then return 0 end
+  if known and string.sub(cur, 21, 21) == 't' and string.sub(cur, 38, 38) == 'x' then return 0 end
   local ttl = tonumber(ARGV[6])
   if known and not held then
     local rem = redis.call('PTTL', KEYS[1])

@@ -249,9 +249,10 @@ func (t *Tier) BeginFill(ctx context.Context, key string) FillToken {
 	return FillToken{Epoch: e}
 }
 
-// Fill stores value at version for key unless Redis has seen a newer version of it (false, nil),
-// or started a new epoch since tok was taken (false, ErrEpochChanged: a restart, flush or
-// failover may have lost newer versions). It reports whether the fill was accepted.
+// Fill stores value at version for key unless Redis has seen a newer version of it, or the key
+// was evicted (an EVICT event) within TombstoneTTL (false, nil), or Redis started a new epoch
+// since tok was taken (false, ErrEpochChanged: a restart, flush or failover may have lost newer
+// versions). It reports whether the fill was accepted.
 func (t *Tier) Fill(ctx context.Context, tok FillToken, key string, version uint64, value []byte) (bool, error) {
 	return t.fill(ctx, tok, key, version, "v", value, t.cfg.TTL)
 }

@@ -62,7 +62,8 @@ type Config struct {
 	LoaderTimeout time.Duration
 	// MaxStaleness is how long after a partition was last caught up with the log end the node
 	// still trusts its tiers for keys on it. Beyond it, reads go to the origin, or come back with
-	// stale=true when there is none. If zero, it defaults to 5 seconds.
+	// stale=true when there is none. If zero, it defaults to 5 seconds. It must be shorter than
+	// L1.TombstoneTTL.
 	MaxStaleness time.Duration
 	// Limits bound keys and values; zero fields take invalidation's defaults (1 KiB, 1 MiB).
 	Limits invalidation.Limits
@@ -153,6 +154,11 @@ func (c *Config) validate() error {
 	switch {
 	case c.LoaderTimeout >= tomb:
 		return fmt.Errorf("node: loader timeout %v must be shorter than the L1 tombstone TTL %v", c.LoaderTimeout, tomb)
+	case c.MaxStaleness >= tomb:
+		// L2 is trusted for MaxStaleness after the group was last seen caught up with L1, and in
+		// that time L1's tombstones alone refuse what Redis has not applied yet: they must not
+		// expire first.
+		return fmt.Errorf("node: max staleness %v must be shorter than the L1 tombstone TTL %v", c.MaxStaleness, tomb)
 	case c.L2.TombstoneTTL != 0 && c.LoaderTimeout >= c.L2.TombstoneTTL:
 		return fmt.Errorf("node: loader timeout %v must be shorter than the L2 tombstone TTL %v", c.LoaderTimeout, c.L2.TombstoneTTL)
 	case c.MaxBatch < 0 || c.MaxInFlight < 0 || c.MaxRecvMsgBytes < 0:

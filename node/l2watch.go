@@ -25,8 +25,12 @@ type tp struct {
 }
 
 type l2Part struct {
-	committed  int64
-	need       int64
+	committed int64
+	need      int64
+	// hold: the group must also have committed this far (past an EVICT L1 applied, see holdL2).
+	// Unlike need, it survives the resets that set need to needNext: need is then taken from a
+	// snapshot of L1's positions that may predate the EVICT.
+	hold       int64
 	caughtUpAt time.Time
 }
 
@@ -106,7 +110,7 @@ func (n *Node) pollL2(ctx context.Context, client *kafka.Client) {
 		// No commit yet (-1) means nothing applied: the same as a commit at offset 0.
 		c = max(c, 0)
 		st.committed = c
-		if c >= st.need && c >= p.Offset {
+		if c >= st.need && c >= p.Offset && c >= st.hold {
 			st.caughtUpAt = start
 		}
 		n.l2parts[id] = st
@@ -114,7 +118,8 @@ func (n *Node) pollL2(ctx context.Context, client *kafka.Client) {
 }
 
 // resetL2 is called when L1 is reset for a partition: L2 is not used for it until the group has
-// applied everything up to L1's new position.
+// applied everything up to L1's new position. That position is past every EVICT L1 applied
+// before the reset (or in a new offset space, if the topic was recreated), so holds are dropped.
 func (n *Node) resetL2(topic string, partition int) {
 	n.l2mu.Lock()
 	n.l2gen++
@@ -131,7 +136,7 @@ func (n *Node) holdL2(topic string, partition int, offset int64) {
 	id := tp{topic, partition}
 	st := n.l2parts[id]
 	if st.committed < offset {
-		st.need = max(st.need, offset)
+		st.hold = max(st.hold, offset)
 		st.caughtUpAt = time.Time{}
 		n.l2parts[id] = st
 	}
@@ -144,8 +149,8 @@ func (n *Node) newL2Epoch() {
 	n.m.l2Epochs.Inc()
 	n.l2mu.Lock()
 	n.l2gen++
-	for id := range n.l2parts {
-		n.l2parts[id] = l2Part{need: needNext}
+	for id, st := range n.l2parts {
+		n.l2parts[id] = l2Part{need: needNext, hold: st.hold}
 	}
 	n.l2mu.Unlock()
 }
@@ -162,8 +167,8 @@ func (n *Node) l2Fresh(key string) bool {
 	if fence != n.l2fence {
 		n.l2fence = fence
 		n.l2gen++
-		for id := range n.l2parts {
-			n.l2parts[id] = l2Part{need: needNext}
+		for id, st := range n.l2parts {
+			n.l2parts[id] = l2Part{need: needNext, hold: st.hold}
 		}
 		return false
 	}

@@ -28,7 +28,10 @@ import (
 //
 //   - read-your-writes (7): a read with min_version gets a version at least that (found or not);
 //   - monotonic reads per node (10): an answer not marked stale is never older than an answer
-//     the node gave before the read began, nor than an event it applied before the read began.
+//     the node gave before the read began, nor than an event it applied before the read began;
+//   - EVICT (4): schedules also repair a key's value in place at the origin (same version) and
+//     publish an EVICT; once L1 has applied it (or a reset skipped it), a read that begins later
+//     never gets the dropped value, unless marked stale.
 //
 // The node's L2 gating is modelled as the node does it: L2 is used only while the group caught
 // up with L1 within max_staleness, and after an L1 reset, a Redis epoch change, or L1 forgetting
@@ -76,6 +79,14 @@ func TestReadPathModel(t *testing.T) {
 	}
 }
 
+// droppedValue is a value an EVICT dropped (the origin now holds another at the same version).
+type droppedValue struct {
+	key     string
+	version uint64
+	value   string
+	step    int // when L1 applied the EVICT (or a reset skipped it)
+}
+
 type modelGet struct {
 	key        string
 	minVersion uint64
@@ -107,11 +118,14 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 		l1Pos    int // events applied to L1
 		l2Pos    int // events applied to L2 by the group
 		need     = 0 // L2 is used only once l2Pos >= need
+		hold     = 0 // and l2Pos >= hold: past every EVICT L1 applied (holdL2)
 		caughtUp = time.Now()
 		fence    = b.l1.Fence()
 		version  uint64
 		served   = map[string]uint64{} // highest version answered (not stale) or applied
 		gets     []*modelGet
+		dropped  []droppedValue           // values EVICTs dropped, once L1 applied (or skipped) the EVICT
+		evicts   = map[int]droppedValue{} // log index of an EVICT -> the value it drops
 		trace    []string
 		failures []string
 	)
@@ -123,7 +137,7 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 			fence, need = f, l1Pos
 			return false
 		}
-		return l2Pos >= need && time.Since(caughtUp) <= maxStaleness
+		return l2Pos >= need && l2Pos >= hold && time.Since(caughtUp) <= maxStaleness
 	}
 	b.l2.onEpoch = func() { mu.Lock(); need = l1Pos; mu.Unlock() }
 	note := func(format string, args ...any) { trace = append(trace, fmt.Sprintf(format, args...)) }
@@ -158,6 +172,11 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 				}
 				if !r.r.stale {
 					served[g.key] = max(served[g.key], r.r.version)
+					for _, d := range dropped {
+						if d.key == g.key && g.step > d.step && r.r.found && r.r.version == d.version && string(r.r.value) == d.value {
+							failures = append(failures, fmt.Sprintf("evict: get(%s) started at step %d -> %v %q, the value the EVICT applied at step %d dropped", g.key, g.step, r, r.r.value, d.step))
+						}
+					}
 				}
 			default:
 				rest = append(rest, g)
@@ -169,7 +188,7 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 	steps := 20 + rng.IntN(40)
 	for step := 0; step < steps; step++ {
 		key := keys[rng.IntN(len(keys))]
-		switch x := rng.IntN(100); {
+		switch x := rng.IntN(105); {
 		case x < 15: // a write: the origin changes, its event goes to the log
 			version++
 			e := invalidation.Event{Key: key, Version: version, Op: invalidation.OpUpsert}
@@ -196,10 +215,17 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 				e := log[l1Pos]
 				mu.Lock()
 				l1Pos++
+				if e.Op == invalidation.OpEvict {
+					hold = max(hold, l1Pos)
+				}
 				mu.Unlock()
 				b.applyL1(e)
 				served[e.Key] = max(served[e.Key], e.Version)
-				note("step %d: L1 applies %s@%d", step, e.Key, e.Version)
+				if d, ok := evicts[l1Pos-1]; ok {
+					d.step = step
+					dropped = append(dropped, d)
+				}
+				note("step %d: L1 applies %s@%d (%s)", step, e.Key, e.Version, e.Op)
 			}
 		case x < 44: // the group applies the next event to L2
 			if l2Pos < len(log) {
@@ -208,7 +234,7 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 				l2Pos++
 				mu.Unlock()
 				b.l2.Apply(context.Background(), &e, policy)
-				note("step %d: L2 applies %s@%d", step, e.Key, e.Version)
+				note("step %d: L2 applies %s@%d (%s)", step, e.Key, e.Version, e.Op)
 			}
 		case x < 70: // a read: plain, or with the version last written (read-your-writes)
 			var minV uint64
@@ -245,9 +271,32 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 			b.l2.failFills = !b.l2.failFills
 			note("step %d: Redis fills fail=%v", step, b.l2.failFills)
 			b.l2.mu.Unlock()
+		case x >= 100: // the origin's value is repaired in place, and an EVICT is published
+			unpublished := false
+			for _, e := range pending {
+				unpublished = unpublished || e.Key == key
+			}
+			if unpublished { // the log would still carry the value to be dropped
+				break
+			}
+			cur := b.origin.state(key)
+			d := droppedValue{key: key, version: cur.Version, value: string(cur.Value)}
+			if cur.Found {
+				b.origin.put(key, cur.Version, d.value+"r")
+				evicts[len(log)] = d
+			}
+			log = append(log, invalidation.Event{Key: key, Op: invalidation.OpEvict})
+			stats["evicts"]++
+			note("step %d: %s@%d repaired in place (%v), EVICT published", step, key, cur.Version, cur.Found)
 		case x < 95 && forgets: // a gap in the event stream: L1 flushed, resumes at the log end
 			b.l1.Flush()
 			mu.Lock()
+			for i := l1Pos; i < len(log); i++ {
+				if d, ok := evicts[i]; ok { // skipped: L2 is not used until the group is past it
+					d.step = step
+					dropped = append(dropped, d)
+				}
+			}
 			l1Pos = len(log)
 			mu.Unlock()
 			note("step %d: L1 reset", step)
@@ -266,7 +315,7 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 		}
 		settle(step)
 		mu.Lock()
-		if l2Pos >= l1Pos && l2Pos >= need {
+		if l2Pos >= l1Pos && l2Pos >= need && l2Pos >= hold {
 			caughtUp = time.Now() // what the node's poll of the group's offsets would see
 		}
 		mu.Unlock()

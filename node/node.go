@@ -151,6 +151,9 @@ func (n *Node) applyEvents(topic string, partition int, events []invalidation.Ev
 	applied, ignored := n.l1.ApplyBatch(events, n.cfg.Policy)
 	for i := range events {
 		n.gaps.applied(events[i].Key, events[i].Version)
+		if events[i].Op == invalidation.OpEvict {
+			n.gaps.evictApplied(events[i].Key) // the hold above covers it now
+		}
 	}
 	n.applied.Add(uint64(applied))
 	n.ignored.Add(uint64(ignored))

@@ -214,6 +214,12 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 		}
 		return loaded{}, fmt.Errorf("%w: %w", errOriginUnavailable, err)
 	}
+	if err := ctx.Err(); err != nil {
+		// A Loader that does not honour ctx answered after LoaderTimeout: L1 may have let go of
+		// tombstones (TombstoneTTL) that this answer must be checked against. Not served.
+		n.m.loadError.Inc()
+		return loaded{}, fmt.Errorf("%w: the origin answered after the load's context ended: %w", errOriginUnavailable, err)
+	}
 	now := time.Now()
 	if !res.Found {
 		n.m.loadNotFound.Inc()

@@ -116,6 +116,7 @@ type memEntry struct {
 	kind    byte // V, N, T
 	value   []byte
 	epoch   int
+	evicted bool // a T written by an EVICT: every fill is refused while it lives (as the script)
 }
 
 func newMemL2() *memL2 { return &memL2{entries: map[string]memEntry{}} }
@@ -162,6 +163,9 @@ func (m *memL2) fill(tok redistier.FillToken, key string, version uint64, kind b
 	if !invalidation.AcceptFill(m.state(key), version) {
 		return false, nil
 	}
+	if e := m.entries[key]; e.kind == 'T' && e.evicted {
+		return false, nil
+	}
 	m.entries[key] = memEntry{version: version, kind: kind, value: value, epoch: m.epoch}
 	return true, nil
 }
@@ -178,10 +182,18 @@ func (m *memL2) Apply(_ context.Context, e *invalidation.Event, p invalidation.P
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.state(e.Key)
+	if e.Op == invalidation.OpEvict {
+		// As the script: a value of any epoch becomes a tombstone at its own version, and the
+		// marked tombstone is written whatever was there (at version 0 over nothing).
+		cur, ok := m.entries[e.Key]
+		m.entries[e.Key] = memEntry{version: cur.version, kind: 'T', epoch: m.epoch, evicted: true}
+		if ok && cur.kind != 'T' {
+			return invalidation.Evict, nil
+		}
+		return invalidation.Ignore, nil
+	}
 	a := invalidation.Decide(st, e, p)
 	switch {
-	case a == invalidation.Evict && e.Op == invalidation.OpEvict: // keeps the held version
-		m.entries[e.Key] = memEntry{version: st.Version, kind: 'T', epoch: m.epoch}
 	case a == invalidation.Evict:
 		m.entries[e.Key] = memEntry{version: e.Version, kind: 'T', epoch: m.epoch}
 	case a == invalidation.Refresh:

@@ -235,6 +235,7 @@ func TestReviewL2PollBegunBeforeFenceMoveTrustsL2(t *testing.T) {
 	n := h.start(func(c *Config) {
 		c.L2WatchInterval = time.Hour // only the first poll runs on its own; the test runs the next
 		c.MaxStaleness = time.Minute
+		c.L1.TombstoneTTL = 2 * time.Minute // longer than MaxStaleness, as node.Config requires
 		c.L1.MaxTombstones = 1
 	})
 	testenv.WaitFor(t, 30*time.Second, func() string {

@@ -140,7 +140,12 @@ func (s *service) Evict(ctx context.Context, req *pb.EvictRequest) (*pb.EvictRes
 		return nil, status.Errorf(codes.Unavailable, "cannot publish the eviction to Kafka; nothing was evicted: %v", err)
 	}
 	if n.l2 != nil {
-		_, _ = n.l2.Apply(ctx, &e, n.cfg.Policy) // Redis first: L1 would accept its value back
+		// Redis first: L1 would accept its value back. If Redis refuses, it keeps the value
+		// until the group applies the EVICT, and nothing holds L2 on this node until its own
+		// subscriber delivers it: do not read the key from Redis until then.
+		if _, err := n.l2.Apply(ctx, &e, n.cfg.Policy); err != nil {
+			n.gaps.evictPending(e.Key)
+		}
 	}
 	n.l1.Apply(&e, n.cfg.Policy)
 	return &pb.EvictResponse{}, nil

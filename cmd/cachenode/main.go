@@ -86,7 +86,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.IntVar(&c.L1.MaxTombstones, "l1-max-tombstones", 100_000, "most tombstones in L1")
 	fs.DurationVar(&c.L1.NegativeTTL, "negative-ttl", 5*time.Second, "how long an origin NotFound is cached")
 	fs.StringVar(&o.policy, "refresh-policy", "refresh-held", "what an UPSERT carrying its value does: refresh-held, refresh-all or evict-only")
-	fs.DurationVar(&c.MaxStaleness, "max-staleness", 5*time.Second, "beyond this since a partition was caught up, reads go to the origin (or say stale=true)")
+	fs.DurationVar(&c.MaxStaleness, "max-staleness", 5*time.Second, "beyond this since a partition was caught up, reads go to the origin (or say stale=true); must be shorter than --l1-tombstone-ttl")
 	fs.IntVar(&c.Limits.MaxKeyBytes, "max-key-bytes", invalidation.DefaultMaxKeyBytes, "longest key accepted")
 	fs.IntVar(&c.Limits.MaxValueBytes, "max-value-bytes", invalidation.DefaultMaxValueBytes, "largest value accepted")
 	fs.IntVar(&c.MaxBatch, "max-batch", 100, "most keys in one BatchGet")

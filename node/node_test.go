@@ -728,3 +728,21 @@ func TestStatsAndMetricsCountHitsAlike(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidateAboveTheOriginSaysSo: an INVALIDATE at a version the origin has not reached
+// (a typo) leaves reads of the key failing until the tombstone expires; the error says that the
+// origin is behind a version the node has seen, not that the key keeps changing.
+func TestInvalidateAboveTheOriginSaysSo(t *testing.T) {
+	h := newHarness(t)
+	h.origin.put("k", 6, "v6")
+	n := h.start(nil)
+	expect(t, get(t, n, "k", 0), pb.Tier_TIER_ORIGIN, 6, "v6")
+	if _, err := n.client.Invalidate(ctxT(t), &pb.InvalidateRequest{Key: "k", Version: 100}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := n.client.Get(ctxT(t), &pb.GetRequest{Key: "k"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "origin is behind") ||
+		!strings.Contains(err.Error(), "has seen version 100") || strings.Contains(err.Error(), "keeps changing") {
+		t.Fatalf("Get after INVALIDATE@100 with the origin at 6: %v", err)
+	}
+}

@@ -80,9 +80,17 @@ func cmdLag(ctx context.Context, g *globals, args []string) int {
 			}
 			return fmt.Sprintf("%.3fs ago", s)
 		}
+		// A zero L2 time means the node does not use L2 for the partition now: the group has not
+		// caught up since start, a reset, a new Redis epoch or an EVICT it must apply first.
+		l2ago := func(s float64) string {
+			if s < 0 {
+				return "not now (waiting for the group)"
+			}
+			return ago(s)
+		}
 		for _, r := range rows {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", r.Topic, r.Partition, r.Offset, r.HighWatermark, r.Lag,
-				ago(r.AgeSeconds), r.L2Committed, ago(r.L2AgeSeconds))
+				ago(r.AgeSeconds), r.L2Committed, l2ago(r.L2AgeSeconds))
 		}
 		tw.Flush()
 	})

@@ -63,7 +63,7 @@ func init() {
 		{"get", "KEY [--min-version N]", "read KEY through a cache node", cmdGet},
 		{"put", "KEY VALUE|- [--no-wait] | KEY --value-file F", "write KEY through the writer (- reads the value from stdin); prints the new version", cmdPut},
 		{"del", "KEY [--no-wait]", "delete KEY through the writer; prints the version", cmdDel},
-		{"invalidate", "KEY VERSION", "KEY changed at VERSION: every node holding an older version drops it (one at VERSION or newer ignores it)", cmdInvalidate},
+		{"invalidate", "KEY VERSION", "KEY changed at VERSION: every node holding an older version drops it (one at VERSION or newer ignores it). A VERSION the origin has not reached makes reads of KEY fail until --l1-tombstone-ttl passes: use evict when unsure", cmdInvalidate},
 		{"evict", "KEY", "every node, and Redis, drops KEY's value and keeps its version; needs no version", cmdEvict},
 		{"stats", "", "a node's counters", cmdStats},
 		{"lag", "", "a node's per-partition position and freshness", cmdLag},
@@ -205,9 +205,13 @@ func (g *globals) sub(name string, args []string, minArgs, maxArgs int, def func
 		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
 		if hasFlags {
 			fmt.Fprintln(w, "\nFlags:")
-			fs.SetOutput(w)
-			fs.PrintDefaults()
-			fs.SetOutput(io.Discard)
+			fs.VisitAll(func(f *flag.Flag) {
+				def := ""
+				if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+					def = " (default " + f.DefValue + ")"
+				}
+				fmt.Fprintf(w, "  --%s\n      %s%s\n", f.Name, f.Usage, def)
+			})
 		}
 	}
 	bad := func(format string, a ...any) (*flag.FlagSet, error) {
@@ -269,6 +273,9 @@ func (g *globals) fail(target string, err error) int {
 		flagName := "--" + kind
 		hint("%s does not speak gRPC: is it an HTTP port (/metrics, /healthz)? Point %s at the %s's --grpc-addr (default %s)",
 			addr, flagName, kind, map[string]string{"node": "127.0.0.1:7070", "writer": "127.0.0.1:7080"}[kind])
+		return exitUnavailable
+	case strings.Contains(msg, "origin is behind") && strings.Contains(msg, "has seen version"):
+		hint("the node has seen a newer version of the key than its origin holds: an INVALIDATE at a version the origin has not reached, or an origin replica behind the event log. Reads fail until the origin catches up or --l1-tombstone-ttl passes; use 'cachectl evict' when you do not know the version")
 		return exitUnavailable
 	case strings.Contains(msg, "origin is behind"):
 		hint("the %s is up; its origin has not yet reached the version asked for (--min-version). Retry shortly, or check that the version came from a write to this origin", kind)

@@ -153,14 +153,14 @@ func (c *Config) validate() error {
 	}
 	switch {
 	case c.LoaderTimeout >= tomb:
-		return fmt.Errorf("node: loader timeout %v must be shorter than the L1 tombstone TTL %v", c.LoaderTimeout, tomb)
+		return fmt.Errorf("node: loader timeout %v must be shorter than the L1 tombstone TTL %v (--loader-timeout, --l1-tombstone-ttl)", c.LoaderTimeout, tomb)
 	case c.MaxStaleness >= tomb:
 		// L2 is trusted for MaxStaleness after the group was last seen caught up with L1, and in
 		// that time L1's tombstones alone refuse what Redis has not applied yet: they must not
 		// expire first.
-		return fmt.Errorf("node: max staleness %v must be shorter than the L1 tombstone TTL %v", c.MaxStaleness, tomb)
+		return fmt.Errorf("node: max staleness %v must be shorter than the L1 tombstone TTL %v (--max-staleness, --l1-tombstone-ttl)", c.MaxStaleness, tomb)
 	case c.L2.TombstoneTTL != 0 && c.LoaderTimeout >= c.L2.TombstoneTTL:
-		return fmt.Errorf("node: loader timeout %v must be shorter than the L2 tombstone TTL %v", c.LoaderTimeout, c.L2.TombstoneTTL)
+		return fmt.Errorf("node: loader timeout %v must be shorter than the L2 tombstone TTL %v (--loader-timeout, --redis-tombstone-ttl)", c.LoaderTimeout, c.L2.TombstoneTTL)
 	case c.MaxBatch < 0 || c.MaxInFlight < 0 || c.MaxRecvMsgBytes < 0:
 		return errors.New("node: MaxBatch, MaxInFlight and MaxRecvMsgBytes must not be negative")
 	case c.MaxStaleness < 0 || c.LoaderTimeout < 0 || c.DrainDelay < 0:

@@ -63,7 +63,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 	fs.Var(&o.brokers, "kafka-brokers", "Kafka bootstrap addresses, comma separated (required)")
 	fs.Var(&o.topics, "topics", "event topics to cache, comma separated (required)")
-	fs.StringVar(&c.InvalidateTopic, "invalidate-topic", "", "topic the Invalidate RPC publishes to (default: the first of --topics)")
+	fs.StringVar(&c.InvalidateTopic, "invalidate-topic", "", "topic the Invalidate and Evict RPCs publish to, normally one of --topics so that this node's subscriber sees them too (default: the first of --topics)")
 	fs.StringVar(&c.GroupID, "group-id", "cachewire-l2", "consumer group shared by every node that applies events to the same Redis")
 	fs.StringVar(&c.DeadLetterTopic, "dead-letter-topic", "", "topic that receives the raw bytes of invalid events, once per event (needs Redis); empty: count and log only")
 	fs.Var(&o.redisAddrs, "redis-addrs", "Redis addresses, comma separated; empty runs without L2")

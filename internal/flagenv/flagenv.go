@@ -47,6 +47,9 @@ type Command struct {
 	Legacy string
 	// Stdout receives --version's line. If nil, os.Stdout.
 	Stdout io.Writer
+	// Environ lists the environment, to warn about variables under Prefix that name no flag
+	// (a typo would otherwise be ignored). If nil, os.Environ.
+	Environ func() []string
 
 	warnings []string
 }
@@ -88,8 +91,14 @@ func (c *Command) Parse(fs *flag.FlagSet, args []string, getenv func(string) str
 	if fs.Lookup("version") == nil {
 		fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	}
-	fs.Usage = func() { Usage(fs.Output(), fs, c.Prefix) }
+	// The flag package prints the error itself; the whole usage only for --help.
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			Usage(fs.Output(), fs, c.Prefix)
+		} else {
+			fmt.Fprintf(fs.Output(), "Run '%s --help' for every flag.\n", fs.Name())
+		}
 		return err
 	}
 	if showVersion {
@@ -102,6 +111,7 @@ func (c *Command) Parse(fs *flag.FlagSet, args []string, getenv func(string) str
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	c.unknownVariables(fs)
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if _, isAlias := f.Value.(*alias); err != nil || set[f.Name] || isAlias || f.Name == "version" {
@@ -126,6 +136,32 @@ func (c *Command) Parse(fs *flag.FlagSet, args []string, getenv func(string) str
 		}
 	})
 	return err
+}
+
+// unknownVariables warns about each variable under Prefix that is no flag's (nor an old name
+// of one under Legacy, which can share the prefix: CACHEWIRE_NODE_ID was --node-id's).
+func (c *Command) unknownVariables(fs *flag.FlagSet) {
+	if c.Prefix == "" {
+		return
+	}
+	environ := c.Environ
+	if environ == nil {
+		environ = os.Environ
+	}
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) {
+		known[EnvName(c.Prefix, f.Name)] = true
+		if c.Legacy != "" {
+			known[EnvName(c.Legacy, f.Name)] = true
+		}
+	})
+	for _, kv := range environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, c.Prefix) && !known[name] {
+			c.warnings = append(c.warnings, fmt.Sprintf("%s is set but %s has no such flag (--%s): ignored", name, fs.Name(),
+				strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, c.Prefix)), "_", "-")))
+		}
+	}
 }
 
 // Warnings returns what Parse found deprecated, one line each, for the caller to log once its

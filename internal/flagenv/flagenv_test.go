@@ -86,3 +86,22 @@ func TestVersionPrintsAndStops(t *testing.T) {
 		t.Fatalf("version line %q", out.String())
 	}
 }
+
+func TestUnknownVariableUnderThePrefixIsReported(t *testing.T) {
+	fs := flag.NewFlagSet("cachenode", flag.ContinueOnError)
+	fs.String("grpc-addr", "def", "where")
+	fs.String("node-id", "", "id")
+	c := &Command{Prefix: "CW_NODE_", Legacy: "CW_", Environ: func() []string {
+		return []string{"CW_NODE_GRPC_ADRR=x", "CW_NODE_GRPC_ADDR=y", "CW_NODE_ID=legacy", "CW_WRITER_TOPIC=t", "PATH=/bin"}
+	}}
+	if err := c.Parse(fs, nil, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	if !strings.Contains(w, "CW_NODE_GRPC_ADRR is set but cachenode has no such flag (--grpc-adrr)") {
+		t.Fatalf("warnings:\n%s", w)
+	}
+	if strings.Contains(w, "CW_NODE_ID is set") || strings.Contains(w, "CW_WRITER_TOPIC") || strings.Contains(w, "CW_NODE_GRPC_ADDR is set") {
+		t.Fatalf("warned about a known or foreign variable:\n%s", w)
+	}
+}

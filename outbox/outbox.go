@@ -1,0 +1,92 @@
+// Package outbox is a transactional outbox for a service's own PostgreSQL database: the service
+// records each change to a cached key in the same transaction as the change (Enqueue), and a
+// Relay publishes the rows to Kafka as cachewire change events, deleting each row only after
+// Kafka acknowledged it. A crash between the commit and the publish loses nothing: the row is
+// still there, and the relay publishes it when it runs again. This replaces the dual write of
+// "commit, then invalidation.Publisher.Publish", which loses the invalidation when the process
+// dies in between.
+//
+//	if err := outbox.Apply(ctx, db); err != nil { ... }          // or outbox.Schema() in your migrations
+//	tx, _ := db.BeginTx(ctx, nil)
+//	var version int64
+//	tx.QueryRowContext(ctx, `UPDATE users SET name = $1, version = version + 1 WHERE id = $2
+//	    RETURNING version`, name, id).Scan(&version)
+//	outbox.Enqueue(ctx, tx, invalidation.Event{Key: "user:" + id, Version: uint64(version),
+//	    Op: invalidation.OpUpsert, Value: value, HasValue: true})
+//	tx.Commit()
+//
+// Versions: each event needs a version that only grows per key, across deletes and re-inserts
+// too. Two patterns work: a bigint version column bumped in every UPDATE (JPA's @Version; a
+// DELETE then re-INSERT must continue from the deleted row's version, for example by keeping a
+// tombstone row), or one sequence shared by all rows (nextval in every write), which never goes
+// back. Services in other languages insert rows with plain SQL (see Schema) and run the relay as
+// a process of its own.
+//
+// The package uses database/sql, so it works with pgx's stdlib driver ("pgx"); the relay also
+// opens a pgx connection of its own, for the advisory lock and LISTEN/NOTIFY.
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cachewire/cachewire/invalidation"
+)
+
+//go:embed schema.sql
+var schemaSQL string
+
+// Schema returns the SQL that creates the outbox table, the table of rows that could not be
+// published, and the trigger that wakes the relay. It is idempotent.
+func Schema() string { return schemaSQL }
+
+// Apply runs Schema on db.
+func Apply(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, schemaSQL); err != nil {
+		return fmt.Errorf("outbox: apply the schema: %w", err)
+	}
+	return nil
+}
+
+// Execer is what Enqueue writes through: the caller's *sql.Tx (or *sql.Conn inside a
+// transaction it began).
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// ErrVersionTooLarge is returned by Enqueue for a version PostgreSQL's bigint cannot hold.
+var ErrVersionTooLarge = errors.New("outbox: version is larger than a bigint holds")
+
+// Enqueue records events in the caller's transaction: they are published if, and only if, it
+// commits. Each event must be valid under invalidation's default limits (a key, a version above
+// zero, a known op, a value only on UPSERT), or nothing is written and the error says why.
+func Enqueue(ctx context.Context, tx Execer, events ...invalidation.Event) error {
+	limits := invalidation.Limits{}.WithDefaults()
+	for i := range events {
+		if err := limits.Validate(&events[i]); err != nil {
+			return fmt.Errorf("outbox: event %d: %w", i, err)
+		}
+		if events[i].Version > math.MaxInt64 {
+			return fmt.Errorf("%w: event %d, key %q, version %d", ErrVersionTooLarge, i, events[i].Key, events[i].Version)
+		}
+	}
+	for i := range events {
+		e := &events[i]
+		var value any
+		if e.HasValue {
+			value = e.Value
+			if e.Value == nil {
+				value = []byte{}
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO cachewire_outbox (key, op, version, value) VALUES ($1, $2, $3, $4)`,
+			e.Key, e.Op.String(), int64(e.Version), value); err != nil {
+			return fmt.Errorf("outbox: enqueue %q: %w", e.Key, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,315 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/internal/retry"
+	"github.com/cachewire/cachewire/invalidation"
+)
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	// DSN is the PostgreSQL connection string (URL or key=value) of the database holding the
+	// outbox, with the outbox's schema on its search_path. Required.
+	DSN string
+	// Brokers are Kafka bootstrap addresses. Required.
+	Brokers []string
+	// Topic receives the change events. Required; it must exist.
+	Topic string
+	// Source names this relay on the events it publishes. If empty, "outbox-relay".
+	Source string
+	// Batch bounds the rows published at once. If zero, 500.
+	Batch int
+	// PollInterval is how often the relay looks for rows without a notification, and how often
+	// a standby tries to become the active relay. If zero, 1 second.
+	PollInterval time.Duration
+	// LockKey is the PostgreSQL advisory lock that makes one relay active per outbox. If zero,
+	// a hash of the schema's name: relays of one outbox share it.
+	LockKey int64
+	// Logger receives the relay's logs. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// RelayStats are a Relay's counters.
+type RelayStats struct {
+	// Active is true while this relay holds the advisory lock and publishes.
+	Active bool
+	// Published counts rows published and deleted; Dead counts rows moved to
+	// cachewire_outbox_dead because they could never be published; Errors counts failed
+	// attempts (Kafka or PostgreSQL), each retried.
+	Published, Dead, Errors uint64
+}
+
+// Relay publishes outbox rows to Kafka in seq order, with acks from all in-sync replicas, and
+// deletes each row only after the ack. Only one relay per outbox is active at a time (a
+// PostgreSQL advisory lock, held by the relay's connection): a standby takes over within
+// PollInterval of the active one's connection closing, which PostgreSQL notices at once when the
+// process dies. It wakes on LISTEN/NOTIFY, and polls every PollInterval as a fallback.
+//
+// Delivery is at least once: a relay that dies after Kafka's ack and before the delete publishes
+// those rows again, and caches ignore an event they already applied (its version is not newer).
+type Relay struct {
+	cfg RelayConfig
+	log *slog.Logger
+	w   *kafka.Writer
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+	closed bool
+
+	active                  atomic.Bool
+	published, dead, errors atomic.Uint64
+}
+
+// NewRelay checks cfg; it connects to nothing until Run.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	switch {
+	case cfg.DSN == "":
+		return nil, errors.New("outbox: relay: no PostgreSQL DSN")
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("outbox: relay: no Kafka brokers")
+	case cfg.Topic == "":
+		return nil, errors.New("outbox: relay: no topic")
+	}
+	if _, err := pgx.ParseConfig(cfg.DSN); err != nil {
+		return nil, fmt.Errorf("outbox: relay: DSN: %w", err)
+	}
+	if cfg.Source == "" {
+		cfg.Source = "outbox-relay"
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), done: make(chan struct{})}
+	r.w = &kafka.Writer{
+		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Balancer: kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchSize: cfg.Batch, BatchTimeout: time.Millisecond,
+		MaxAttempts: 1, WriteTimeout: 10 * time.Second,
+	}
+	return r, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Relay) Stats() RelayStats {
+	return RelayStats{Active: r.active.Load(), Published: r.published.Load(), Dead: r.dead.Load(), Errors: r.errors.Load()}
+}
+
+// Run relays until ctx ends or Close is called, and returns nil then. It retries every
+// failure (PostgreSQL or Kafka down) with back-off; rows stay in the outbox meanwhile.
+func (r *Relay) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return errors.New("outbox: relay closed")
+	}
+	if r.cancel != nil {
+		r.mu.Unlock()
+		return errors.New("outbox: relay: Run called twice")
+	}
+	ctx, r.cancel = context.WithCancel(ctx)
+	r.mu.Unlock()
+	defer close(r.done)
+	defer r.w.Close()
+	backoff := retry.NewBackoff(100*time.Millisecond, 5*time.Second)
+	for ctx.Err() == nil {
+		err := r.session(ctx)
+		r.active.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.errors.Add(1)
+		r.log.Warn("relay session ended; reconnecting", "err", err)
+		if !retry.Sleep(ctx, backoff.Next()) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Close stops Run and waits for it. Rows not yet published stay in the outbox.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	cancel := r.cancel
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-r.done
+	}
+	return nil
+}
+
+// session connects, waits to become the active relay, and publishes until an error or ctx ends.
+func (r *Relay) session(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, r.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx) // ends the session: releases the lock for a standby
+	}()
+	key := r.cfg.LockKey
+	if key == 0 {
+		var schema string
+		if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+			return fmt.Errorf("current_schema: %w", err)
+		}
+		h := fnv.New64a()
+		h.Write([]byte("cachewire_outbox:" + schema))
+		key = int64(h.Sum64())
+	}
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil {
+			return fmt.Errorf("advisory lock: %w", err)
+		}
+		if got {
+			break
+		}
+		if !retry.Sleep(ctx, r.cfg.PollInterval) {
+			return ctx.Err()
+		}
+	}
+	if _, err := conn.Exec(ctx, `LISTEN cachewire_outbox`); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	r.active.Store(true)
+	r.log.Info("active: publishing the outbox", "topic", r.cfg.Topic, "lock", key)
+	backoff := retry.NewBackoff(100*time.Millisecond, 5*time.Second)
+	for {
+		n, err := r.drain(ctx, conn)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if conn.IsClosed() {
+				return err
+			}
+			r.errors.Add(1)
+			r.log.Warn("cannot publish the outbox; retrying", "err", err)
+			if !retry.Sleep(ctx, backoff.Next()) {
+				return ctx.Err()
+			}
+			continue
+		}
+		backoff.Reset()
+		if n == r.cfg.Batch {
+			continue // more rows may be waiting
+		}
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
+		_, err = conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && conn.IsClosed() {
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+	}
+}
+
+type row struct {
+	seq     int64
+	event   invalidation.Event
+	invalid error
+}
+
+// drain publishes one batch of rows in seq order and deletes them, and returns how many rows it
+// read.
+func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
+	rs, err := conn.Query(ctx, `SELECT seq, key, op, version, value, committed_at FROM cachewire_outbox ORDER BY seq LIMIT $1`, r.cfg.Batch)
+	if err != nil {
+		return 0, fmt.Errorf("read the outbox: %w", err)
+	}
+	var rows []row
+	for rs.Next() {
+		var (
+			seq, version int64
+			key, op      string
+			value        []byte
+			committedAt  time.Time
+		)
+		if err := rs.Scan(&seq, &key, &op, &version, &value, &committedAt); err != nil {
+			rs.Close()
+			return 0, fmt.Errorf("read the outbox: %w", err)
+		}
+		e := invalidation.Event{Key: key, Version: uint64(version), Value: value, HasValue: value != nil,
+			CommittedAt: committedAt, Source: r.cfg.Source}
+		rw := row{seq: seq}
+		switch o, ok := ops[op]; {
+		case !ok:
+			rw.invalid = fmt.Errorf("unknown op %q (want UPSERT, DELETE, INVALIDATE or EVICT)", op)
+		case version < 0:
+			rw.invalid = fmt.Errorf("negative version %d", version)
+		default:
+			e.Op = o
+			rw.invalid = invalidation.Limits{}.WithDefaults().Validate(&e)
+		}
+		rw.event = e
+		rows = append(rows, rw)
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return 0, fmt.Errorf("read the outbox: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	msgs := make([]kafka.Message, 0, len(rows))
+	var sent, dead []int64
+	for _, rw := range rows {
+		if rw.invalid != nil {
+			dead = append(dead, rw.seq)
+			r.log.Error("outbox row can never be published; moved to cachewire_outbox_dead", "seq", rw.seq, "key", rw.event.Key, "err", rw.invalid)
+			if _, err := conn.Exec(ctx, `INSERT INTO cachewire_outbox_dead (seq, key, op, version, value, committed_at, error)
+				SELECT seq, key, op, version, value, committed_at, $2 FROM cachewire_outbox WHERE seq = $1 ON CONFLICT (seq) DO NOTHING`,
+				rw.seq, rw.invalid.Error()); err != nil {
+				return 0, fmt.Errorf("dead-letter row %d: %w", rw.seq, err)
+			}
+			continue
+		}
+		raw, err := invalidation.Encode(&rw.event)
+		if err != nil {
+			return 0, fmt.Errorf("encode row %d: %w", rw.seq, err)
+		}
+		msgs = append(msgs, kafka.Message{Key: []byte(rw.event.Key), Value: raw})
+		sent = append(sent, rw.seq)
+	}
+	if len(msgs) > 0 {
+		if err := r.w.WriteMessages(ctx, msgs...); err != nil {
+			return 0, fmt.Errorf("publish %d rows to %s: %w", len(msgs), r.cfg.Topic, err)
+		}
+	}
+	// Delete exactly what was published (or dead-lettered): a row with a lower seq may commit
+	// after this batch was read, and must stay.
+	if _, err := conn.Exec(ctx, `DELETE FROM cachewire_outbox WHERE seq = ANY($1)`, append(sent, dead...)); err != nil {
+		return 0, fmt.Errorf("delete published rows: %w", err)
+	}
+	r.published.Add(uint64(len(sent)))
+	r.dead.Add(uint64(len(dead)))
+	return len(rows), nil
+}
+
+var ops = map[string]invalidation.Op{
+	"UPSERT": invalidation.OpUpsert, "DELETE": invalidation.OpDelete,
+	"INVALIDATE": invalidation.OpInvalidate, "EVICT": invalidation.OpEvict,
+}

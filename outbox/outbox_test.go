@@ -228,3 +228,46 @@ func TestEnqueueRefusesBadEvents(t *testing.T) {
 		t.Fatalf("%d rows written, want none: a bad event writes nothing", n)
 	}
 }
+
+// TestRelayDyingBetweenAckAndDeleteLosesNothing: the active relay stops right after Kafka acked a
+// batch and before it deleted the rows; they stay in the outbox, the next relay publishes them
+// again (at least once), and the outbox ends empty.
+func TestRelayDyingBetweenAckAndDeleteLosesNothing(t *testing.T) {
+	p := testenv.NewPostgres(t)
+	k := testenv.NewKafka(t)
+	topic := k.CreateTopic(t, "outbox", 1)
+	db := p.Open(t)
+	ctx := ctxT(t)
+	if err := outbox.Apply(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	tx, _ := db.BeginTx(ctx, nil)
+	outbox.Enqueue(ctx, tx, upsert("a", 1, "v1"), upsert("b", 1, "v1"))
+	tx.Commit()
+	first, err := outbox.NewRelay(outbox.RelayConfig{DSN: p.DSN, Brokers: k.Brokers, Topic: topic, PollInterval: 100 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dies, cancel := context.WithCancel(context.Background())
+	first.SetAfterPublish(cancel) // acked, then gone before the delete
+	if err := first.Run(dies); err != nil {
+		t.Fatal(err)
+	}
+	if got := readEvents(t, k.Brokers, topic, 2); got[0].Key != "a" || got[1].Key != "b" {
+		t.Fatalf("published %v", got)
+	}
+	if n := pending(t, p, "cachewire_outbox"); n != 2 {
+		t.Fatalf("%d rows left after a relay died between ack and delete, want both", n)
+	}
+	startRelay(t, p.DSN, k.Brokers, topic)
+	if got := readEvents(t, k.Brokers, topic, 4); got[2].Key != "a" || got[3].Key != "b" {
+		t.Fatalf("republished %v", got[2:])
+	}
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		if n := pending(t, p, "cachewire_outbox"); n != 0 {
+			return fmt.Sprintf("%d rows still in the outbox", n)
+		}
+		return ""
+	})
+}

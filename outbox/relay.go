@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/cachewire/cachewire/internal/retry"
@@ -38,6 +39,11 @@ type RelayConfig struct {
 	LockKey int64
 	// Logger receives the relay's logs. If nil, slog.Default().
 	Logger *slog.Logger
+	// Registerer, if set, receives the relay's metrics: cachewire_outbox_depth,
+	// cachewire_outbox_oldest_pending_seconds, cachewire_outbox_published_total,
+	// cachewire_outbox_dead_total, cachewire_outbox_errors_total, cachewire_outbox_active and
+	// cachewire_outbox_publish_latency_seconds (commit to Kafka's ack).
+	Registerer prometheus.Registerer
 }
 
 // RelayStats are a Relay's counters.
@@ -48,6 +54,10 @@ type RelayStats struct {
 	// cachewire_outbox_dead because they could never be published; Errors counts failed
 	// attempts (Kafka or PostgreSQL), each retried.
 	Published, Dead, Errors uint64
+	// Depth is the number of rows in the outbox and OldestPending the age of the oldest, as the
+	// active relay last counted them (when it had nothing more to publish).
+	Depth         int64
+	OldestPending time.Duration
 }
 
 // Relay publishes outbox rows to Kafka in seq order, with acks from all in-sync replicas, and
@@ -70,6 +80,10 @@ type Relay struct {
 
 	active                  atomic.Bool
 	published, dead, errors atomic.Uint64
+	depth, oldestNanos      atomic.Int64
+	latency                 prometheus.Histogram
+
+	afterPublish func() // tests: runs between Kafka's ack and the delete
 }
 
 // NewRelay checks cfg; it connects to nothing until Run.
@@ -98,6 +112,13 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		cfg.Logger = slog.Default()
 	}
 	r := &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), done: make(chan struct{})}
+	r.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cachewire_outbox_publish_latency_seconds",
+		Help: "From the row's commit to Kafka's ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(relayCollector{r}); err != nil {
+			return nil, fmt.Errorf("outbox: relay: metrics: %w", err)
+		}
+	}
 	r.w = &kafka.Writer{
 		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Balancer: kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchSize: cfg.Batch, BatchTimeout: time.Millisecond,
@@ -108,7 +129,57 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 
 // Stats returns a snapshot of the counters.
 func (r *Relay) Stats() RelayStats {
-	return RelayStats{Active: r.active.Load(), Published: r.published.Load(), Dead: r.dead.Load(), Errors: r.errors.Load()}
+	return RelayStats{Active: r.active.Load(), Published: r.published.Load(), Dead: r.dead.Load(), Errors: r.errors.Load(),
+		Depth: r.depth.Load(), OldestPending: time.Duration(r.oldestNanos.Load())}
+}
+
+var (
+	descDepth     = prometheus.NewDesc("cachewire_outbox_depth", "Rows in the outbox, as the active relay last counted them.", nil, nil)
+	descOldest    = prometheus.NewDesc("cachewire_outbox_oldest_pending_seconds", "Age of the oldest row in the outbox when last counted (0: empty).", nil, nil)
+	descPublished = prometheus.NewDesc("cachewire_outbox_published_total", "Rows published to Kafka and deleted.", nil, nil)
+	descDead      = prometheus.NewDesc("cachewire_outbox_dead_total", "Rows that can never be published, moved to cachewire_outbox_dead.", nil, nil)
+	descErrors    = prometheus.NewDesc("cachewire_outbox_errors_total", "Failed attempts (Kafka or PostgreSQL), each retried.", nil, nil)
+	descActive    = prometheus.NewDesc("cachewire_outbox_active", "1 while this relay holds the outbox's lock and publishes; 0 on a standby.", nil, nil)
+)
+
+type relayCollector struct{ r *Relay }
+
+func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDepth, descOldest, descPublished, descDead, descErrors, descActive} {
+		ch <- d
+	}
+	c.r.latency.Describe(ch)
+}
+
+func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.r.Stats()
+	active := 0.0
+	if s.Active {
+		active = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDepth, prometheus.GaugeValue, float64(s.Depth))
+	ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, s.OldestPending.Seconds())
+	ch <- prometheus.MustNewConstMetric(descPublished, prometheus.CounterValue, float64(s.Published))
+	ch <- prometheus.MustNewConstMetric(descDead, prometheus.CounterValue, float64(s.Dead))
+	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(s.Errors))
+	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, active)
+	c.r.latency.Collect(ch)
+}
+
+// count records the outbox's depth and the age of its oldest row.
+func (r *Relay) count(ctx context.Context, conn *pgx.Conn) error {
+	var n int64
+	var oldest *time.Time
+	if err := conn.QueryRow(ctx, `SELECT count(*), min(committed_at) FROM cachewire_outbox`).Scan(&n, &oldest); err != nil {
+		return fmt.Errorf("count the outbox: %w", err)
+	}
+	r.depth.Store(n)
+	age := time.Duration(0)
+	if oldest != nil {
+		age = max(time.Since(*oldest), 0)
+	}
+	r.oldestNanos.Store(int64(age))
+	return nil
 }
 
 // Run relays until ctx ends or Close is called, and returns nil then. It retries every
@@ -215,6 +286,9 @@ func (r *Relay) session(ctx context.Context) error {
 		if n == r.cfg.Batch {
 			continue // more rows may be waiting
 		}
+		if err := r.count(ctx, conn); err != nil && conn.IsClosed() {
+			return err
+		}
 		wctx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
 		_, err = conn.WaitForNotification(wctx)
 		cancel()
@@ -297,6 +371,18 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 	if len(msgs) > 0 {
 		if err := r.w.WriteMessages(ctx, msgs...); err != nil {
 			return 0, fmt.Errorf("publish %d rows to %s: %w", len(msgs), r.cfg.Topic, err)
+		}
+		now := time.Now()
+		for _, rw := range rows {
+			if rw.invalid == nil {
+				r.latency.Observe(now.Sub(rw.event.CommittedAt).Seconds())
+			}
+		}
+	}
+	if r.afterPublish != nil {
+		r.afterPublish()
+		if err := ctx.Err(); err != nil {
+			return 0, err // the relay "died" after the ack: the rows stay, and are published again
 		}
 	}
 	// Delete exactly what was published (or dead-lettered): a row with a lower seq may commit

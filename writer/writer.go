@@ -135,7 +135,11 @@ func (w *Writer) Start() error {
 	srv, err := w.srv.Start(serving.Config{
 		Name: "writer", GRPCAddr: w.cfg.GRPCAddr, HTTPAddr: w.cfg.HTTPAddr,
 		MaxRecvMsgBytes: w.cfg.MaxRecvMsgBytes, Registry: w.m.reg, Logger: w.log,
-		Register:   func(g *grpc.Server) { pb.RegisterWriterServiceServer(g, &service{w: w}) },
+		Register: func(g *grpc.Server) {
+			svc := &service{w: w}
+			pb.RegisterWriterServiceServer(g, svc)
+			pb.RegisterOriginServiceServer(g, &originService{s: svc})
+		},
 		DrainDelay: w.cfg.DrainDelay, ShutdownTimeout: w.cfg.ShutdownTimeout,
 	})
 	if err != nil {

@@ -377,3 +377,32 @@ func TestStartTwiceAndAfterClose(t *testing.T) {
 		t.Fatalf("Start after Close (never started) = %v, want ErrClosed", err)
 	}
 }
+
+// TestServesOriginService: the writer serves OriginService, the origin API a node reaches with
+// --origin grpc://: found with its version, a deletion as found=false at its version.
+func TestServesOriginService(t *testing.T) {
+	e := newEnv(t)
+	w := e.start(nil)
+	ctx := ctxT(t)
+	put, err := w.client.Put(ctx, &pb.PutRequest{Key: "k", Value: []byte("v1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(w.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	origin := pb.NewOriginServiceClient(conn)
+	if r, err := origin.Load(ctx, &pb.LoadRequest{Key: "k"}); err != nil || !r.Found || r.Version != put.Version || string(r.Value) != "v1" {
+		t.Fatalf("Load(k) = %v, %v", r, err)
+	}
+	del, err := w.client.Delete(ctx, &pb.DeleteRequest{Key: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := origin.BatchLoad(ctx, &pb.BatchLoadRequest{Keys: []string{"k", "never"}})
+	if err != nil || len(r.Responses) != 2 || r.Responses[0].Found || r.Responses[0].Version != del.Version || r.Responses[1].Found || r.Responses[1].Version != 0 {
+		t.Fatalf("BatchLoad = %v, %v", r, err)
+	}
+}

@@ -284,7 +284,7 @@ func (g *globals) fail(target string, err error) int {
 		hint("the node is up but still catching up with Kafka; retry shortly ('cachectl lag' shows its position)")
 		return exitUnavailable
 	case strings.Contains(msg, "origin unavailable"):
-		hint("the node is up, but its origin (the node's --origin-addr) cannot be reached")
+		hint("the node is up, but its origin (the node's --origin) cannot be reached")
 		return exitUnavailable
 	case strings.Contains(msg, "key keeps changing"):
 		hint("the key changed under every read attempt; retry")

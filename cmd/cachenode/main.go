@@ -38,17 +38,19 @@ func main() {
 
 // options is everything the flags set.
 type options struct {
-	cfg        node.Config
-	brokers    flagenv.List
-	topics     flagenv.List
-	redisAddrs flagenv.List
-	redisMode  string
-	originAddr string
-	policy     string
-	check      bool
-	env        flagenv.Command
-	logFormat  string
-	logLevel   string
+	cfg         node.Config
+	brokers     flagenv.List
+	topics      flagenv.List
+	redisAddrs  flagenv.List
+	redisMode   string
+	originAddr  string
+	origin      string
+	originQuery string
+	policy      string
+	check       bool
+	env         flagenv.Command
+	logFormat   string
+	logLevel    string
 }
 
 // parseFlags parses args (and the environment) into options.
@@ -77,7 +79,9 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.DurationVar(&c.L2.DialTimeout, "redis-dial-timeout", 500*time.Millisecond, "Redis dial timeout")
 	fs.DurationVar(&c.L2.ReadTimeout, "redis-read-timeout", 250*time.Millisecond, "Redis read timeout")
 	fs.DurationVar(&c.L2.WriteTimeout, "redis-write-timeout", 250*time.Millisecond, "Redis write timeout")
-	fs.StringVar(&o.originAddr, "origin-addr", "", "WriterService address to load misses from; empty is cache-aside (a miss returns found=false)")
+	fs.StringVar(&o.origin, "origin", "", "where misses load from: grpc://host:port (OriginService), http://host:port/path/{key} (Cachewire-Version header), or postgres://... with --origin-query; empty is cache-aside (a miss returns found=false)")
+	fs.StringVar(&o.originQuery, "origin-query", "", "for a postgres:// --origin: SQL returning the value and its version for the key $1, e.g. SELECT value, version FROM users WHERE id = $1")
+	fs.StringVar(&o.originAddr, "origin-addr", "", "deprecated: use --origin grpc://host:port. A WriterService address to load misses from")
 	fs.DurationVar(&c.LoaderTimeout, "loader-timeout", 5*time.Second, "bound on one origin load")
 	fs.IntVar(&c.L1.MaxEntries, "l1-max-entries", 100_000, "most values in the in-process LRU")
 	fs.Int64Var(&c.L1.MaxBytes, "l1-max-bytes", 256<<20, "most bytes in the in-process LRU (keys, values and per-entry overhead)")
@@ -112,6 +116,9 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	chk.Addrs("redis-addrs", o.redisAddrs)
 	if o.originAddr != "" {
 		chk.Addr("origin-addr", o.originAddr, false)
+		if o.origin != "" {
+			return nil, errors.New("--origin-addr and --origin both set: use --origin only")
+		}
 	}
 	for _, d := range []struct {
 		name string
@@ -176,7 +183,17 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	if o.check {
 		o.cfg.Logger = slog.New(slog.DiscardHandler) // a check prints its verdict only
 	}
-	if o.originAddr != "" {
+	switch {
+	case o.origin != "":
+		loader, closeOrigin, err := node.OpenOrigin(o.origin, node.OriginOptions{Query: o.originQuery, MaxValueBytes: o.cfg.Limits.MaxValueBytes})
+		if err != nil {
+			fmt.Fprintf(stderr, "cachenode: --origin: %v\n", err)
+			return 2
+		}
+		defer closeOrigin()
+		o.cfg.Loader = loader
+	case o.originAddr != "":
+		log.Warn("--origin-addr is deprecated and will be removed in the next release: use --origin grpc://" + o.originAddr)
 		loader, err := node.DialWriter(o.originAddr)
 		if err != nil {
 			fmt.Fprintf(stderr, "cachenode: --origin-addr: %v\n", err)

@@ -1,0 +1,132 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"github.com/cachewire/cachewire/internal/testenv"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+)
+
+func TestHTTPOrigin(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.EscapedPath() {
+		case "/users/a%2Fb": // the key is path-escaped
+			w.Header().Set(VersionHeader, "7")
+			w.Write([]byte("ada"))
+		case "/users/gone":
+			w.Header().Set(VersionHeader, "9")
+			w.WriteHeader(http.StatusNotFound)
+		case "/users/never":
+			w.WriteHeader(http.StatusNotFound)
+		case "/users/noversion":
+			w.Write([]byte("?"))
+		default:
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	defer srv.Close()
+	l, closeFn, err := OpenOrigin(srv.URL+"/users/{key}", OriginOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	ctx := context.Background()
+	if got, err := l.Load(ctx, "a/b"); err != nil || !got.Found || got.Version != 7 || string(got.Value) != "ada" {
+		t.Errorf("found key: %+v, %v", got, err)
+	}
+	if got, err := l.Load(ctx, "gone"); err != nil || got.Found || got.Version != 9 {
+		t.Errorf("deleted key: %+v, %v; want not found at 9", got, err)
+	}
+	if got, err := l.Load(ctx, "never"); err != nil || got.Found || got.Version != 0 {
+		t.Errorf("never written: %+v, %v", got, err)
+	}
+	if _, err := l.Load(ctx, "noversion"); !errors.Is(err, ErrVersionless) {
+		t.Errorf("200 without a version: %v, want ErrVersionless", err)
+	}
+	if _, err := l.Load(ctx, "boom"); err == nil || !strings.Contains(err.Error(), "500") {
+		t.Errorf("HTTP 500: %v, want an origin error", err)
+	}
+	if _, _, err := OpenOrigin(srv.URL+"/users/", OriginOptions{}); err == nil || !strings.Contains(err.Error(), "{key}") {
+		t.Errorf("URL without {key}: %v", err)
+	}
+}
+
+type fakeOriginService struct {
+	pb.UnimplementedOriginServiceServer
+}
+
+func (fakeOriginService) Load(_ context.Context, req *pb.LoadRequest) (*pb.LoadResponse, error) {
+	switch req.GetKey() {
+	case "k":
+		return &pb.LoadResponse{Key: "k", Value: []byte("v"), Version: 3, Found: true}, nil
+	case "unversioned":
+		return &pb.LoadResponse{Key: "unversioned", Value: []byte("v"), Found: true}, nil
+	}
+	return &pb.LoadResponse{Key: req.GetKey(), Version: 2}, nil
+}
+
+func TestGRPCOrigin(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	pb.RegisterOriginServiceServer(s, fakeOriginService{})
+	go s.Serve(lis)
+	defer s.Stop()
+	l, closeFn, err := OpenOrigin("grpc://"+lis.Addr().String(), OriginOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	ctx := context.Background()
+	if got, err := l.Load(ctx, "k"); err != nil || !got.Found || got.Version != 3 || string(got.Value) != "v" {
+		t.Errorf("Load(k) = %+v, %v", got, err)
+	}
+	if got, err := l.Load(ctx, "gone"); err != nil || got.Found || got.Version != 2 {
+		t.Errorf("Load(gone) = %+v, %v", got, err)
+	}
+	if _, err := l.Load(ctx, "unversioned"); !errors.Is(err, ErrVersionless) {
+		t.Errorf("found at version 0: %v, want ErrVersionless", err)
+	}
+}
+
+func TestPostgresOrigin(t *testing.T) {
+	p := testenv.NewPostgres(t)
+	db := p.Open(t)
+	ctx := ctxT(t)
+	if _, err := db.ExecContext(ctx, `CREATE TABLE users (id text PRIMARY KEY, name text NOT NULL, version bigint NOT NULL);
+		INSERT INTO users VALUES ('1', 'ada', 4)`); err != nil {
+		t.Fatal(err)
+	}
+	l, closeFn, err := OpenOrigin(p.DSN, OriginOptions{Query: `SELECT name, version FROM users WHERE id = $1`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	if got, err := l.Load(ctx, "1"); err != nil || !got.Found || got.Version != 4 || string(got.Value) != "ada" {
+		t.Errorf("Load(1) = %+v, %v", got, err)
+	}
+	if got, err := l.Load(ctx, "2"); err != nil || got.Found {
+		t.Errorf("Load(2) = %+v, %v; want not found", got, err)
+	}
+	one, closeOne, err := OpenOrigin(p.DSN, OriginOptions{Query: `SELECT name FROM users WHERE id = $1`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeOne()
+	if _, err := one.Load(ctx, "1"); !errors.Is(err, ErrVersionless) {
+		t.Errorf("a query without a version column: %v, want ErrVersionless", err)
+	}
+	if _, _, err := OpenOrigin(p.DSN, OriginOptions{}); err == nil || !strings.Contains(err.Error(), "--origin-query") {
+		t.Errorf("postgres:// without a query: %v", err)
+	}
+}

@@ -24,7 +24,7 @@ func TestNodeSIGKILLUnderLoad(t *testing.T) {
 	w := startWriter(t, strings.Join(c.kafka.Brokers, ","), c.topic, filepath.Join(t.TempDir(), "w.db"), "--create-topic=false")
 	nodeArgs := func() []string {
 		return []string{"--kafka-brokers", c.kafka.Brokers[0], "--topics", c.topic, "--group-id", c.group,
-			"--redis-addrs", c.redis.Addr, "--redis-prefix", c.redis.Prefix, "--origin-addr", w.grpc,
+			"--redis-addrs", c.redis.Addr, "--redis-prefix", c.redis.Prefix, "--origin", "grpc://" + w.grpc,
 			"--max-staleness", "1s", "--log-level", "warn"}
 	}
 	var mu sync.Mutex

@@ -35,7 +35,7 @@ render() { # name, helm template arguments...
 render defaults "$chart"
 render password demo "$chart" --set redis.password.value=s3cret
 render existing-secret demo "$chart" --set redis.password.existingSecret=my-redis
-render no-writer demo "$chart" --set writer.enabled=false --set originAddr=origin.example:7080 \
+render no-writer demo "$chart" --set writer.enabled=false --set origin=grpc://origin.example:7080 \
   --set node.drainDelaySeconds=20 --set node.shutdownTimeoutSeconds=30
 echo "helm-check: building cachenode and writer"
 (cd "$root" && go build -o "$tmp/bin/" ./cmd/cachenode ./cmd/writer)

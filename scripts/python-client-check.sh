@@ -120,7 +120,7 @@ say "starting the cache node on $node (Redis $redis)"
 env "${clean_env[@]}" "$dir/bin/cachenode" \
   --kafka-brokers="$kafka" --topics="$topic" --redis-addrs="$redis" \
   --redis-prefix="cw-pyclient-$run_id:" --group-id="cachewire-pyclient-$run_id" \
-  --origin-addr="$writer" --grpc-addr="$node" --http-addr="127.0.0.1:$nhttp" \
+  --origin="grpc://$writer" --grpc-addr="$node" --http-addr="127.0.0.1:$nhttp" \
   --node-id=pyclient-node --drain-delay=0s --shutdown-timeout=5s \
   > "$dir/logs/cachenode.log" 2>&1 &
 pids+=($!)

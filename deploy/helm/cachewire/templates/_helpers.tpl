@@ -22,12 +22,12 @@ app.kubernetes.io/part-of: cachewire
 {{ include "cachewire.fullname" . }}-writer
 {{- end -}}
 
-{{/* WriterService address the nodes load misses from. */}}
-{{- define "cachewire.originAddr" -}}
-{{- if .Values.originAddr -}}
-{{ .Values.originAddr }}
+{{/* The origin URL the nodes load misses from (cachenode --origin). */}}
+{{- define "cachewire.origin" -}}
+{{- if .Values.origin -}}
+{{ .Values.origin }}
 {{- else if .Values.writer.enabled -}}
-{{ include "cachewire.writerName" . }}:{{ .Values.writer.grpcPort }}
+grpc://{{ include "cachewire.writerName" . }}:{{ .Values.writer.grpcPort }}
 {{- end -}}
 {{- end -}}
 

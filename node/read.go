@@ -107,11 +107,12 @@ func (n *Node) get(ctx context.Context, key string, minVersion uint64) (loaded, 
 		n.m.retries.Inc()
 		if attempt == maxReadAttempts {
 			if st := n.l1.State(key); st.Known && st.Version > r.version {
-				// Not a key that keeps changing: every load returned an older version than one
-				// this node has seen (an INVALIDATE at a version the origin has not reached, or
-				// an origin replica that lags the event log).
-				return loaded{}, fmt.Errorf("%w: origin has %q at version %d, but this node has seen version %d and serves nothing older; "+
-					"reads fail until the origin reaches it or the version expires (--l1-tombstone-ttl)", errOriginBehind, key, r.version, st.Version)
+				// Either the key changed under every attempt, or the origin is behind a version
+				// this node has seen (an INVALIDATE at a version the origin has not reached, an
+				// origin replica that lags the events). Name both: the caller can tell.
+				return loaded{}, fmt.Errorf("%w: %q: the origin answered version %d, but this node has seen version %d and serves nothing older "+
+					"(the key is changing fast, or the origin is behind that version: then reads fail until it catches up or --l1-tombstone-ttl passes)",
+					errChanging, key, r.version, st.Version)
 			}
 			return loaded{}, fmt.Errorf("%w: %q changed %d times while it was being read", errChanging, key, attempt)
 		}

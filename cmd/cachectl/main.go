@@ -274,8 +274,8 @@ func (g *globals) fail(target string, err error) int {
 		hint("%s does not speak gRPC: is it an HTTP port (/metrics, /healthz)? Point %s at the %s's --grpc-addr (default %s)",
 			addr, flagName, kind, map[string]string{"node": "127.0.0.1:7070", "writer": "127.0.0.1:7080"}[kind])
 		return exitUnavailable
-	case strings.Contains(msg, "origin is behind") && strings.Contains(msg, "has seen version"):
-		hint("the node has seen a newer version of the key than its origin holds: an INVALIDATE at a version the origin has not reached, or an origin replica behind the event log. Reads fail until the origin catches up or --l1-tombstone-ttl passes; use 'cachectl evict' when you do not know the version")
+	case strings.Contains(msg, "has seen version"):
+		hint("the node has seen a newer version of the key than its origin answered: the key is changing fast (retry), or an INVALIDATE went out at a version the origin has not reached, or the origin lags the events. Then reads fail until the origin catches up or --l1-tombstone-ttl passes; use 'cachectl evict' when you do not know the version")
 		return exitUnavailable
 	case strings.Contains(msg, "origin is behind"):
 		hint("the %s is up; its origin has not yet reached the version asked for (--min-version). Retry shortly, or check that the version came from a write to this origin", kind)

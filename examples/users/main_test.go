@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/cachewire/cachewire/client"
+	"github.com/cachewire/cachewire/internal/testenv"
+	"github.com/cachewire/cachewire/node"
+	"github.com/cachewire/cachewire/redistier"
+)
+
+// TestAChangeInPostgresIsServedFreshByEveryNode: the whole path of a service with its own
+// database. A PUT commits the row and its outbox row together; the relay publishes; two nodes
+// with the service as their HTTP origin serve the write at once with min_version, and without it
+// once the event arrives; a DELETE likewise.
+func TestAChangeInPostgresIsServedFreshByEveryNode(t *testing.T) {
+	p := testenv.NewPostgres(t)
+	k := testenv.NewKafka(t)
+	r := testenv.NewRedis(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	topic := testenv.TopicName(t, "users")
+	log := slog.New(slog.DiscardHandler)
+	s, err := start(ctx, p.DSN, k.Brokers, topic, "127.0.0.1:0", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	var nodes []*client.Cache
+	for i := range 2 {
+		origin, closeOrigin, err := node.OpenOrigin("http://"+s.addr+"/cache/{key}", node.OriginOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeOrigin()
+		n, err := node.New(node.Config{NodeID: fmt.Sprint("n", i), GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: k.Brokers,
+			Topics: []string{topic}, GroupID: testenv.TopicName(t, "l2"), Loader: origin, Logger: log,
+			L2: redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix}, SubscriberMaxWait: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		testenv.WaitFor(t, 30*time.Second, func() string {
+			if !n.Ready() {
+				return "node not ready"
+			}
+			return ""
+		})
+		c, err := client.NewCache(n.GRPCAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		nodes = append(nodes, c)
+	}
+	write := func(method, name string) uint64 {
+		req, _ := http.NewRequestWithContext(ctx, method, "http://"+s.addr+"/users/42", bytes.NewBufferString(name))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Version uint64 }
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&out) != nil || out.Version == 0 {
+			t.Fatalf("%s /users/42: %s", method, resp.Status)
+		}
+		return out.Version
+	}
+	for _, step := range []struct {
+		method, name string
+		found        bool
+	}{{"PUT", "Ada", true}, {"PUT", "Ada Lovelace", true}, {"DELETE", "", false}} {
+		v := write(step.method, step.name)
+		for i, n := range nodes {
+			// Read-your-writes at once, through every node.
+			r, err := n.Get(ctx, "user:42", client.MinVersion(v))
+			if err != nil || r.Version < v || r.Found != step.found || (step.found && string(r.Value) != step.name) {
+				t.Fatalf("after %s@%d node %d Get(min %d) = %+v, %v", step.method, v, i, v, r, err)
+			}
+		}
+		for i, n := range nodes { // and without min_version once the event has arrived
+			testenv.WaitFor(t, 30*time.Second, func() string {
+				r, err := n.Get(ctx, "user:42")
+				if err != nil || r.Version < v {
+					return fmt.Sprintf("node %d serves %+v, %v; want version %d", i, r, err, v)
+				}
+				return ""
+			})
+		}
+	}
+	if st := s.relay.Stats(); st.Published != 3 {
+		t.Fatalf("relay stats %+v, want 3 published", st)
+	}
+}

@@ -21,7 +21,7 @@ COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X github.com/cachewire/cachewire/internal/version.Version=${VERSION}" \
-      -o /out/ ./cmd/cachenode ./cmd/writer ./cmd/cachectl ./cmd/demo \
+      -o /out/ ./cmd/cachenode ./cmd/writer ./cmd/cachectl ./cmd/demo ./cmd/relay ./examples/users \
  && mkdir -p /data
 
 FROM gcr.io/distroless/static-debian12:nonroot

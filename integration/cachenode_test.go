@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	build := exec.Command("go", "build", "-o", binDir, "./cmd/cachenode", "./cmd/writer", "./cmd/demo", "./cmd/cachectl", "./cmd/relay")
+	build := exec.Command("go", "build", "-o", binDir, "./cmd/cachenode", "./cmd/writer", "./cmd/demo", "./cmd/cachectl", "./cmd/relay", "./examples/users")
 	build.Dir = ".."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

@@ -65,6 +65,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	fs.Var(&brokers, "kafka-brokers", "Kafka bootstrap addresses (required)")
 	topic := fs.String("topic", "users.events", "topic the change events go to (created when missing)")
 	httpAddr := fs.String("http-addr", "127.0.0.1:8081", "HTTP listen address of the API and the origin endpoint")
+	check := fs.Bool("check-config", false, "validate the flags, then exit (0 when valid) without connecting")
 	env := flagenv.Command{Prefix: "USERS_"}
 	if err := env.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -75,6 +76,17 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	if *dsn == "" || len(brokers) == 0 {
 		fmt.Fprintln(stderr, "users: --postgres-dsn and --kafka-brokers are required")
 		return 2
+	}
+	var chk flagenv.Check
+	chk.Addr("http-addr", *httpAddr, false)
+	chk.Addrs("kafka-brokers", brokers)
+	if err := chk.Err(); err != nil {
+		flagenv.PrintError(stderr, "users", err)
+		return 2
+	}
+	if *check {
+		fmt.Fprintln(stderr, "users: configuration OK")
+		return 0
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -94,6 +94,22 @@ type Item struct {
 // applied in between (the load may carry the value it dropped).
 type FillToken struct{ fence, evicts uint64 }
 
+// Lease is what the tier held for a key when a load from a versionless origin began (Meta's
+// leases): an origin that cannot say which version it returned. Taken before the origin is read,
+// it lets FillLeased store the answer only if nothing about the key changed meanwhile, at the
+// version the tier knew then. The answer is at least that new (the origin reads from the primary,
+// and every event the tier applied was committed before the lease was taken), and any later
+// event, at a higher version, evicts it.
+type Lease struct {
+	tok   FillToken
+	state invalidation.State
+	gen   uint64
+}
+
+// Version is the version a fill under the lease is stored at: the highest version the tier knew
+// of the key when the lease was taken (0 when it knew none).
+func (l Lease) Version() uint64 { return l.state.Version }
+
 // Stats are a Cache's counters.
 type Stats struct {
 	Hits, Misses uint64
@@ -157,7 +173,38 @@ func (c *Cache) BeginFill() FillToken {
 func (c *Cache) Fill(key string, version uint64, value []byte, tok FillToken) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.c.fill(key, version, value, false, tok)
+	return c.c.fill(key, version, value, false, false, tok)
+}
+
+// BeginLease returns a lease on key for a load from a versionless origin that reads the origin
+// after this call, and began when tok was taken.
+func (c *Cache) BeginLease(key string, tok FillToken) Lease {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, gen := c.c.held(key)
+	return Lease{tok: tok, state: st, gen: gen}
+}
+
+// FillLeased stores an answer from a versionless origin (a value, or with missing a not-found)
+// at l.Version(), if the tier holds exactly what it held when l was taken: no event, fill, expiry
+// or eviction touched the key, no EVICT of it was applied, and the tier forgot no young version
+// and was not flushed. It returns a lease on what it stored, for Leased: an answer may be served
+// only while the tier still holds it. An answer too large to hold is kept as a tombstone at the
+// version, as Keep does, and may be served.
+func (c *Cache) FillLeased(key string, l Lease, value []byte, missing bool) (Lease, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.fillLeased(key, l, value, missing)
+}
+
+// Leased reports whether the tier still holds exactly what it held when l was taken (or what
+// FillLeased stored under it), and forgot nothing since. The node checks it just before it
+// serves a versionless answer: another versionless answer may have replaced it at the same
+// version, and could be newer.
+func (c *Cache) Leased(key string, l Lease) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.leased(key, l)
 }
 
 // Admits reports whether an answer at version, read by a load that began when tok was taken, may
@@ -188,7 +235,19 @@ func (c *Cache) Keep(key string, version uint64, value []byte, missing bool, tok
 func (c *Cache) FillMissing(key string, version uint64, tok FillToken) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.c.fill(key, version, nil, true, tok)
+	return c.c.fill(key, version, nil, true, false, tok)
+}
+
+// FillVersionless is Fill (or with missing, FillMissing) for an answer a versionless origin gave,
+// read from a slower tier that stored it under a lease at version: it is at least that new, so a
+// later event evicts it rather than refreshing it with the event's value, which may be older.
+func (c *Cache) FillVersionless(key string, version uint64, value []byte, missing bool, tok FillToken) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if missing {
+		value = nil
+	}
+	return c.c.fill(key, version, value, missing, true, tok)
 }
 
 // Apply applies one change event under policy p and returns what it did. e must be valid

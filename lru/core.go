@@ -41,11 +41,20 @@ type entry struct {
 	storedAt int64 // nanoseconds since core.base
 	expires  int64 // nanoseconds since core.base
 	negative bool  // the origin said the key does not exist at version
+	// leased: a versionless answer, stored at a version it is at least as new as (see Lease). An
+	// event at a higher version may be older than what it holds: it evicts it, never refreshes.
+	leased bool
+	gen    uint64
 }
 
 type tomb struct {
 	version  uint64
 	storedAt int64
+	gen      uint64
+	// leased: left by an event that evicted a versionless answer (or replaced such a tombstone).
+	// That answer may have been newer than this version, so while the tombstone lives an event's
+	// value is not written for the key (refresh-all), lest it be older than what was served.
+	leased bool
 }
 
 // mark records an EVICT of a key: count is the tier's evicts once it was applied. A load whose
@@ -70,6 +79,7 @@ type core struct {
 	bytes  int64
 	fence  uint64
 	evicts uint64 // EVICT events applied: a fill begun before one may not bring back what it dropped
+	gens   uint64 // numbers every value and tombstone stored, so a lease sees any change of a key
 
 	why reason // why the LRU callback is running
 
@@ -170,6 +180,8 @@ func (c *core) evictedSince(key string, tok FillToken) bool {
 }
 
 func (c *core) putTomb(key string, t tomb) {
+	c.gens++
+	t.gen = c.gens
 	why := c.why
 	c.sweepTombs(c.now())
 	c.why = rCapacity
@@ -224,6 +236,57 @@ func (c *core) state(key string) invalidation.State {
 	return invalidation.State{}
 }
 
+// held is what the tier holds for key, for a lease: its state, and the number of the value or
+// tombstone that holds it (0 when the tier does not know the key). Any change to the key stores
+// a new value or tombstone, or forgets it, and so changes gen.
+func (c *core) held(key string) (invalidation.State, uint64) {
+	st := c.state(key)
+	if !st.Known {
+		return st, 0
+	}
+	if e, ok := c.values.Peek(key); ok {
+		return st, e.gen
+	}
+	t, _ := c.tombs.Peek(key)
+	return st, t.gen
+}
+
+// leased reports whether the tier holds exactly what it held when l was taken, and has forgotten
+// nothing and applied no EVICT of key since.
+func (c *core) leased(key string, l Lease) bool {
+	if l.tok.fence != c.fence || c.evictedSince(key, l.tok) {
+		return false
+	}
+	st, gen := c.held(key)
+	return st == l.state && gen == l.gen
+}
+
+// fillLeased stores an answer from a versionless origin at the lease's version, if the lease
+// still holds, and returns the lease on what it stored (a tombstone at that version when the
+// answer is too large to hold).
+func (c *core) fillLeased(key string, l Lease, value []byte, negative bool) (Lease, bool) {
+	if !c.leased(key, l) {
+		c.staleFills++
+		return Lease{}, false
+	}
+	if c.store(key, l.state.Version, value, negative, true) {
+		c.fills++
+	} // else too large to hold: kept as a tombstone at the version, and may be served
+	st, gen := c.held(key)
+	return Lease{tok: l.tok, state: st, gen: gen}, true
+}
+
+// leasedTomb reports whether key's tombstone was left by evicting a versionless answer: a value
+// read at its version or above from a slower tier (an event's value, written there) may be older
+// than the answer that was served, so only another versionless answer may fill the key.
+func (c *core) leasedTomb(key string) bool {
+	if _, ok := c.values.Peek(key); ok {
+		return false
+	}
+	t, ok := c.tombs.Peek(key)
+	return ok && t.leased && c.young(t.storedAt, c.now())
+}
+
 // tombSweep bounds the expired tombstones one write removes from the old end of the LRU, so a
 // tier that is never full still lets go of old tombstones without a timer.
 const tombSweep = 4
@@ -259,7 +322,7 @@ func (c *core) expiry(now int64, ttl time.Duration) int64 {
 
 // set stores a value entry, replacing whatever the tier holds for key, and enforces the byte
 // limit. It reports false when the entry alone is larger than MaxBytes.
-func (c *core) set(key string, version uint64, value []byte, negative bool, ttl time.Duration) bool {
+func (c *core) set(key string, version uint64, value []byte, negative, leased bool, ttl time.Duration) bool {
 	size := entrySize(key, value)
 	if size > c.cfg.MaxBytes {
 		c.tooLarge++
@@ -269,7 +332,8 @@ func (c *core) set(key string, version uint64, value []byte, negative bool, ttl 
 	c.removeTomb(key)
 	c.removeValue(key, rReplaced)
 	c.why = rCapacity
-	c.values.Add(key, entry{value: value, version: version, storedAt: now, expires: c.expiry(now, ttl), negative: negative})
+	c.gens++
+	c.values.Add(key, entry{value: value, version: version, storedAt: now, expires: c.expiry(now, ttl), negative: negative, leased: leased, gen: c.gens})
 	c.bytes += size
 	c.why = rBytes
 	for c.bytes > c.cfg.MaxBytes {
@@ -304,16 +368,16 @@ func (c *core) keep(key string, version uint64, value []byte, negative bool, tok
 	if e, ok := c.values.Peek(key); ok && e.version == version && e.negative == negative {
 		return true // already held
 	}
-	c.store(key, version, value, negative)
+	c.store(key, version, value, negative, false)
 	return true
 }
 
-func (c *core) fill(key string, version uint64, value []byte, negative bool, tok FillToken) bool {
-	if !c.admits(key, version, tok) {
+func (c *core) fill(key string, version uint64, value []byte, negative, leased bool, tok FillToken) bool {
+	if !c.admits(key, version, tok) || (!leased && c.leasedTomb(key)) {
 		c.staleFills++
 		return false
 	}
-	if !c.store(key, version, value, negative) {
+	if !c.store(key, version, value, negative, leased) {
 		return false
 	}
 	c.fills++
@@ -322,12 +386,12 @@ func (c *core) fill(key string, version uint64, value []byte, negative bool, tok
 
 // store holds an admitted value (or not-found) under its TTL. One too large to hold is kept as a
 // tombstone at its version, so that nothing older can follow it; store then reports false.
-func (c *core) store(key string, version uint64, value []byte, negative bool) bool {
+func (c *core) store(key string, version uint64, value []byte, negative, leased bool) bool {
 	ttl := c.cfg.TTL
 	if negative {
 		ttl = c.cfg.NegativeTTL
 	}
-	if c.set(key, version, value, negative, ttl) {
+	if c.set(key, version, value, negative, leased, ttl) {
 		return true
 	}
 	c.removeValue(key, rInvalidated)
@@ -338,6 +402,15 @@ func (c *core) store(key string, version uint64, value []byte, negative bool) bo
 func (c *core) apply(e *invalidation.Event, p invalidation.Policy) invalidation.Action {
 	st := c.state(e.Key)
 	a := invalidation.Decide(st, e, p)
+	leased := false
+	if held, ok := c.values.Peek(e.Key); ok {
+		leased = held.leased
+	} else if t, ok := c.tombs.Peek(e.Key); ok {
+		leased = t.leased
+	}
+	if leased && a == invalidation.Refresh {
+		a = invalidation.Evict // the event's value may be older than the versionless answer served
+	}
 	if e.Op == invalidation.OpEvict {
 		// Marked even when the tier holds no value for the key: a load in flight may still
 		// carry the value the other tiers dropped.
@@ -347,12 +420,12 @@ func (c *core) apply(e *invalidation.Event, p invalidation.Policy) invalidation.
 	switch {
 	case a == invalidation.Evict && e.Op == invalidation.OpEvict:
 		c.removeValue(e.Key, rInvalidated)
-		c.putTomb(e.Key, tomb{version: st.Version, storedAt: c.now()})
+		c.putTomb(e.Key, tomb{version: st.Version, storedAt: c.now(), leased: leased})
 	case a == invalidation.Evict:
 		c.removeValue(e.Key, rInvalidated)
-		c.putTomb(e.Key, tomb{version: e.Version, storedAt: c.now()})
+		c.putTomb(e.Key, tomb{version: e.Version, storedAt: c.now(), leased: leased})
 	case a == invalidation.Refresh:
-		if !c.set(e.Key, e.Version, e.Value, false, c.cfg.TTL) {
+		if !c.set(e.Key, e.Version, e.Value, false, false, c.cfg.TTL) {
 			// Too large for the tier: keep the version as a tombstone instead.
 			c.removeValue(e.Key, rInvalidated)
 			c.putTomb(e.Key, tomb{version: e.Version, storedAt: c.now()})

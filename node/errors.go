@@ -16,6 +16,9 @@ var (
 	// errOriginBehind: a load begun after the request arrived is still below its min_version
 	// (Unavailable).
 	errOriginBehind = errors.New("origin is behind the requested min_version")
+	// errVersionless: the origin answered without a version, which cannot prove the request's
+	// min_version (Unavailable).
+	errVersionless = errors.New("the origin answered without a version, which cannot prove min_version")
 	// errChanging: the key changed under every attempt to read it (Unavailable; retry).
 	errChanging = errors.New("key keeps changing")
 )

@@ -22,6 +22,11 @@ type Loaded struct {
 	// Found is false when the origin has no value for the key: Version is then the version of its
 	// deletion, or 0 if it was never written.
 	Found bool
+	// Versionless is true when the origin cannot say which version it returned (Version is then
+	// ignored). The node fills such an answer under a lease: only if no tier changed for the key
+	// while it was read, stored at the version the tiers knew when the load began, so that any
+	// later event evicts it. A versionless answer cannot satisfy a read with min_version > 0.
+	Versionless bool
 }
 
 // Loader reads keys from the origin (the system of record). Load must honour ctx: the node

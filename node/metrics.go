@@ -44,6 +44,7 @@ type metrics struct {
 	l2Behind                           prometheus.Counter
 	loadFound, loadNotFound, loadError prometheus.Counter
 	staleFillL1, staleFillL2           prometheus.Counter
+	versionless                        prometheus.Counter
 	evApplied, evIgnored, evInvalid    prometheus.Counter
 }
 
@@ -81,8 +82,11 @@ func newMetrics(n *Node) *metrics {
 	m.l2Epochs = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cachewire_l2_epochs_total", Help: "New L2 epochs seen: Redis lost what it held (restart, flush) or is another server process (failover).",
 	})
+	m.versionless = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cachewire_origin_versionless_answers_total", Help: "Origin answers without a version, filled under a lease (also counted in cachewire_origin_loads_total).",
+	})
 	for _, c := range []prometheus.Collector{m.tierReads, m.loads, m.staleFills, m.events, m.resets, m.applyLatency,
-		m.staleReads, m.rejected, m.retries, m.l2Epochs} {
+		m.staleReads, m.rejected, m.retries, m.l2Epochs, m.versionless} {
 		f(c)
 	}
 	read := func(tier, result string) *counted { return &counted{c: m.tierReads.WithLabelValues(tier, result)} }

@@ -42,8 +42,21 @@ import (
 // send readers back (docs/consistency.md, "what is left").
 //
 // CACHEWIRE_MODEL_SEED replays one schedule; CACHEWIRE_MODEL_SCHEDULES sets how many run.
-func TestReadPathModel(t *testing.T) {
-	schedules := 3000
+func TestReadPathModel(t *testing.T) { runModel(t, false, 3000) }
+
+// TestReadPathModelVersionless runs the same schedules against an origin that answers without
+// versions (invariant 12: leases). Versions are then labels the node gives, a lower bound of
+// what an answer holds, so the checks use the version the value names: an answer is never older
+// than one the node served or an event it applied before the read began, its label never
+// overstates it, a read with min_version is served only from a tier whose label proves it (else
+// Unavailable), and once every event is applied, every key reads as the origin holds it.
+func TestReadPathModelVersionless(t *testing.T) { runModel(t, true, 2000) }
+
+func runModel(t *testing.T, versionless bool, schedules int) {
+	name := "TestReadPathModel"
+	if versionless {
+		name += "Versionless"
+	}
 	if testing.Short() {
 		schedules = 300
 	}
@@ -66,15 +79,19 @@ func TestReadPathModel(t *testing.T) {
 	for _, seed := range seeds {
 		var failure string
 		synctest.Test(t, func(t *testing.T) {
-			failure = runSchedule(t, seed, stats)
+			failure = runSchedule(t, seed, stats, versionless)
 		})
 		if failure != "" {
-			t.Fatalf("schedule with seed %d broke an invariant (replay: CACHEWIRE_MODEL_SEED=%d go test -race -run TestReadPathModel ./node/):\n%s",
-				seed, seed, failure)
+			t.Fatalf("schedule with seed %d broke an invariant (replay: CACHEWIRE_MODEL_SEED=%d go test -race -run '%s$' ./node/):\n%s",
+				seed, seed, name, failure)
 		}
 	}
 	t.Logf("%d schedules: %v", len(seeds), stats)
-	if len(seeds) > 100 && (stats["served from ORIGIN"] == 0 || stats["served from L2"] == 0 || stats["origin-behind"] == 0 || stats["origin-behind while it was not"] != 0 || stats["shared loads"] == 0) {
+	behind := "origin-behind"
+	if versionless {
+		behind = "versionless min_version"
+	}
+	if len(seeds) > 100 && (stats["served from ORIGIN"] == 0 || stats["served from L2"] == 0 || stats[behind] == 0 || stats["origin-behind while it was not"] != 0 || stats["shared loads"] == 0 || stats["converged keys"] == 0) {
 		t.Fatalf("the schedules did not exercise the read path as intended: %v", stats)
 	}
 }
@@ -97,7 +114,14 @@ type modelGet struct {
 	step        int
 }
 
-func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
+// truthOf is the version a value names: "v5", or "v5r" ("v5rr", ...) once repaired in place at 5.
+func truthOf(value []byte) (uint64, bool) {
+	s := strings.TrimRight(strings.TrimPrefix(string(value), "v"), "r")
+	v, err := strconv.ParseUint(s, 10, 64)
+	return v, err == nil
+}
+
+func runSchedule(t *testing.T, seed uint64, stats map[string]int, versionless bool) string {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	policy := []invalidation.Policy{invalidation.RefreshHeld, invalidation.RefreshAll, invalidation.EvictOnly}[rng.IntN(3)]
 	forgets := policy != invalidation.RefreshAll // whether the tiers may forget (see above)
@@ -107,6 +131,7 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 	}
 	b := newBareNode(t, l1cfg)
 	b.origin.readAtRelease = rng.IntN(2) == 0
+	b.origin.versionless = versionless
 	b.cfg.Policy = policy
 	redisLoses := forgets
 	const maxStaleness = 5 * time.Second // the node's default, which the bare node keeps
@@ -122,7 +147,8 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 		caughtUp = time.Now()
 		fence    = b.l1.Fence()
 		version  uint64
-		served   = map[string]uint64{} // highest version answered (not stale) or applied
+		served   = map[string]uint64{}   // highest version answered (not stale) or applied
+		deleted  = map[string][]uint64{} // versionless: the versions at which each key was deleted
 		gets     []*modelGet
 		dropped  []droppedValue           // values EVICTs dropped, once L1 applied (or skipped) the EVICT
 		evicts   = map[int]droppedValue{} // log index of an EVICT -> the value it drops
@@ -150,6 +176,13 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 			case r := <-g.ch:
 				note("step %d: get(%s, min %d) started at step %d -> %v", step, g.key, g.minVersion, g.step, r)
 				if r.err != nil {
+					if versionless && errors.Is(r.err, errVersionless) {
+						if g.minVersion == 0 {
+							failures = append(failures, fmt.Sprintf("get(%s, min 0): %v", g.key, r.err))
+						}
+						stats["versionless min_version"]++
+						continue
+					}
 					if errors.Is(r.err, errOriginBehind) {
 						if g.satisfiable {
 							stats["origin-behind while it was not"]++
@@ -167,13 +200,18 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 				if r.r.version < g.minVersion && r.r.tier != pb.Tier_TIER_UNSPECIFIED {
 					failures = append(failures, fmt.Sprintf("read-your-writes: get(%s, min %d) -> %v", g.key, g.minVersion, r))
 				}
-				if !r.r.stale && r.r.version < g.floor {
+				if versionless && r.r.tier != pb.Tier_TIER_UNSPECIFIED {
+					failures = append(failures, checkVersionless(g, r, deleted[g.key])...)
+				} else if !r.r.stale && r.r.version < g.floor {
 					failures = append(failures, fmt.Sprintf("monotonic: get(%s) started at step %d -> %v, but the node had served or applied version %d before", g.key, g.step, r, g.floor))
 				}
 				if !r.r.stale {
 					served[g.key] = max(served[g.key], r.r.version)
+					if truth, ok := truthOf(r.r.value); ok && versionless && r.r.found {
+						served[g.key] = max(served[g.key], truth)
+					}
 					for _, d := range dropped {
-						if d.key == g.key && g.step > d.step && r.r.found && r.r.version == d.version && string(r.r.value) == d.value {
+						if d.key == g.key && g.step > d.step && r.r.found && (r.r.version == d.version || versionless) && string(r.r.value) == d.value {
 							failures = append(failures, fmt.Sprintf("evict: get(%s) started at step %d -> %v %q, the value the EVICT applied at step %d dropped", g.key, g.step, r, r.r.value, d.step))
 						}
 					}
@@ -196,6 +234,7 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 			case 0:
 				e.Op = invalidation.OpDelete
 				b.origin.del(key, version)
+				deleted[key] = append(deleted[key], version)
 			case 1:
 				b.origin.put(key, version, "v"+strconv.FormatUint(version, 10))
 			default:
@@ -336,6 +375,42 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 	if len(gets) > 0 {
 		failures = append(failures, fmt.Sprintf("%d reads never finished", len(gets)))
 	}
+	// Converge: every write is published and applied to both tiers, the node is fresh, and
+	// every key then reads as the origin holds it (nothing stale was left in a tier).
+	if len(failures) == 0 {
+		log = append(log, pending...)
+		pending = nil
+		b.l2.mu.Lock()
+		b.l2.failFills = false
+		b.l2.mu.Unlock()
+		for ; l1Pos < len(log); l1Pos++ {
+			b.applyL1(log[l1Pos])
+		}
+		for ; l2Pos < len(log); l2Pos++ {
+			b.l2.Apply(context.Background(), &log[l2Pos], policy)
+		}
+		mu.Lock()
+		caughtUp = time.Now()
+		mu.Unlock()
+		b.fresh = true
+		note("end: every write published and applied")
+		for _, key := range keys {
+			g := &modelGet{key: key, floor: served[key], step: steps + 1000, ch: b.startGet(key, 0)}
+			synctest.Wait()
+			for b.origin.numPending() > 0 {
+				b.origin.releaseAt(0)
+				synctest.Wait()
+			}
+			r := recv(t, g.ch)
+			want := b.origin.state(key)
+			note("end: get(%s) -> %v %q; the origin holds %q found=%v", key, r, r.r.value, want.Value, want.Found)
+			if r.err != nil || r.r.stale || r.r.found != want.Found || (want.Found && string(r.r.value) != string(want.Value)) {
+				failures = append(failures, fmt.Sprintf("converged: get(%s) -> %v %q, but the origin holds %q (found %v) and every event was applied", key, r, r.r.value, want.Value, want.Found))
+			} else {
+				stats["converged keys"]++
+			}
+		}
+	}
 	if calls := b.origin.numCalls(); calls > 0 {
 		stats["loads"] += calls
 	}
@@ -344,4 +419,39 @@ func runSchedule(t *testing.T, seed uint64, stats map[string]int) string {
 		return ""
 	}
 	return strings.Join(failures, "\n") + "\nschedule:\n  " + strings.Join(trace, "\n  ")
+}
+
+// checkVersionless checks an answer served (from any tier) when the origin is versionless, by
+// the version its value names (found) or the deletions the key went through (not found).
+func checkVersionless(g *modelGet, r result, deletes []uint64) []string {
+	var fails []string
+	if r.r.found {
+		truth, ok := truthOf(r.r.value)
+		switch {
+		case !ok:
+			fails = append(fails, fmt.Sprintf("get(%s) -> %v %q: a value the origin never held", g.key, r, r.r.value))
+		case r.r.version > truth:
+			fails = append(fails, fmt.Sprintf("label: get(%s) -> %v %q: labelled above the version it holds", g.key, r, r.r.value))
+		case !r.r.stale && truth < g.floor:
+			fails = append(fails, fmt.Sprintf("monotonic: get(%s) started at step %d -> %v %q, but the node had served or applied version %d before", g.key, g.step, r, r.r.value, g.floor))
+		case truth < g.minVersion:
+			fails = append(fails, fmt.Sprintf("read-your-writes: get(%s, min %d) -> %v %q", g.key, g.minVersion, r, r.r.value))
+		}
+		return fails
+	}
+	// Not found: the key was deleted at a version at least the label (and, unless stale, at least
+	// the floor), or never written at all.
+	need := r.r.version
+	if !r.r.stale {
+		need = max(need, g.floor)
+	}
+	if need == 0 {
+		return nil
+	}
+	for _, d := range deletes {
+		if d >= need {
+			return nil
+		}
+	}
+	return append(fails, fmt.Sprintf("get(%s) started at step %d -> %v, but the key was not deleted at or after version %d (deletes %v)", g.key, g.step, r, need, deletes))
 }

@@ -59,12 +59,19 @@ type Node struct {
 	// The read path's view of freshness; tests replace them.
 	freshAt   func(key string) time.Time // when key's partitions were last caught up (n.freshAsOf)
 	l2Trusted func(key string) bool      // whether L2 may serve key (n.l2Fresh)
+
+	// leaseL2: the origin has answered without a version, so every origin read from now on
+	// first takes a lease on the key's Redis entry (one more Redis read per load).
+	leaseL2 atomic.Bool
 }
 
 // l2Tier is what the node needs of the Redis tier (*redistier.Tier).
 type l2Tier interface {
 	Get(ctx context.Context, key string) (redistier.Entry, bool, error)
 	BeginFill(ctx context.Context, key string) redistier.FillToken
+	BeginLease(ctx context.Context, key string) (redistier.Lease, error)
+	FillLeased(ctx context.Context, l redistier.Lease, key string, value []byte, missing bool) (bool, error)
+	Drop(ctx context.Context, key string) error
 	Fill(ctx context.Context, tok redistier.FillToken, key string, version uint64, value []byte) (bool, error)
 	FillMissing(ctx context.Context, tok redistier.FillToken, key string, version uint64) (bool, error)
 	Apply(ctx context.Context, e *invalidation.Event, p invalidation.Policy) (invalidation.Action, error)

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,15 +21,12 @@ import (
 // VersionHeader carries the version of an HTTP origin's answer.
 const VersionHeader = "Cachewire-Version"
 
-// ErrVersionless is returned by a load whose origin answered without a version. A node fills its
-// tiers only with versioned answers (a versionless one could be older than an event it has
-// seen); versionless origins are not supported yet.
-var ErrVersionless = errors.New("node: the origin answered without a version (versionless origins are not supported yet)")
-
 // OriginOptions tune OpenOrigin.
 type OriginOptions struct {
 	// Query is the SQL a postgres:// origin runs with the key as $1. It returns no row for a
 	// missing key, or one row of two columns: the value (bytea or text) and its version (bigint).
+	// A query of one column (the value) makes a versionless origin (see Loaded.Versionless), as
+	// does no row at all: it cannot say when the key was deleted.
 	Query string
 	// MaxValueBytes bounds an HTTP origin's body. If zero, 1 MiB.
 	MaxValueBytes int
@@ -45,7 +41,8 @@ type OriginOptions struct {
 //     implement; the reference writer serves it.
 //   - http://host:port/path/{key} (or https://): GET, {key} replaced by the path-escaped key; 200
 //     is the value, with its version in the Cachewire-Version header; 404 is not found (the header,
-//     if present, is the deletion's version); any other status is an origin error.
+//     if present, is the deletion's version); any other status is an origin error. An answer
+//     without the header is versionless (see Loaded.Versionless).
 //   - postgres://...: OriginOptions.Query, run with the key as $1, straight on the database.
 //
 // It connects lazily.
@@ -97,7 +94,7 @@ func (g *grpcOrigin) Load(ctx context.Context, key string) (Loaded, error) {
 		return Loaded{}, err
 	}
 	if resp.GetFound() && resp.GetVersion() == 0 {
-		return Loaded{}, fmt.Errorf("%w: OriginService.Load(%q) found a value at version 0", ErrVersionless, key)
+		return Loaded{Value: resp.GetValue(), Found: true, Versionless: true}, nil
 	}
 	return Loaded{Value: resp.GetValue(), Version: resp.GetVersion(), Found: resp.GetFound()}, nil
 }
@@ -118,8 +115,9 @@ func (h *httpOrigin) Load(ctx context.Context, key string) (Loaded, error) {
 		return Loaded{}, err
 	}
 	defer resp.Body.Close()
-	version := uint64(0)
+	version, versionless := uint64(0), true
 	if v := resp.Header.Get(VersionHeader); v != "" {
+		versionless = false
 		if version, err = strconv.ParseUint(v, 10, 64); err != nil {
 			return Loaded{}, fmt.Errorf("origin %s for %q: %s header %q is not a version", req.URL.Host, key, VersionHeader, v)
 		}
@@ -133,13 +131,10 @@ func (h *httpOrigin) Load(ctx context.Context, key string) (Loaded, error) {
 		if len(body) > h.max {
 			return Loaded{}, fmt.Errorf("origin %s for %q: the value is larger than %d bytes", req.URL.Host, key, h.max)
 		}
-		if version == 0 {
-			return Loaded{}, fmt.Errorf("%w: GET %s answered 200 with no %s header", ErrVersionless, req.URL.Redacted(), VersionHeader)
-		}
-		return Loaded{Value: body, Version: version, Found: true}, nil
+		return Loaded{Value: body, Version: version, Found: true, Versionless: versionless || version == 0}, nil
 	case http.StatusNotFound:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return Loaded{Version: version}, nil
+		return Loaded{Version: version, Versionless: versionless}, nil
 	}
 	return Loaded{}, fmt.Errorf("origin %s for %q: HTTP %s", req.URL.Host, key, resp.Status)
 }
@@ -159,25 +154,29 @@ func (s *sqlOrigin) Load(ctx context.Context, key string) (Loaded, error) {
 	if err != nil {
 		return Loaded{}, fmt.Errorf("origin query: %w", err)
 	}
-	if len(cols) != 2 {
-		return Loaded{}, fmt.Errorf("%w: the origin query returns %d column(s) %v; want two: the value and its version", ErrVersionless, len(cols), cols)
+	if len(cols) != 1 && len(cols) != 2 {
+		return Loaded{}, fmt.Errorf("origin query returns %d columns %v; want the value and its version, or the value alone (versionless)", len(cols), cols)
 	}
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
 			return Loaded{}, fmt.Errorf("origin query: %w", err)
 		}
-		return Loaded{}, nil // no row: not found
+		return Loaded{Versionless: true}, nil // no row: not found, deleted at a version it cannot say
 	}
 	var value []byte
-	var version int64
-	if err := rows.Scan(&value, &version); err != nil {
+	var version sql.NullInt64
+	dest := []any{&value}
+	if len(cols) == 2 {
+		dest = append(dest, &version)
+	}
+	if err := rows.Scan(dest...); err != nil {
 		return Loaded{}, fmt.Errorf("origin query: %w", err)
 	}
-	if version <= 0 {
-		return Loaded{}, fmt.Errorf("%w: the origin query gave version %d for %q", ErrVersionless, version, key)
+	if version.Valid && version.Int64 < 0 {
+		return Loaded{}, fmt.Errorf("origin query gave version %d for %q; versions are not negative", version.Int64, key)
 	}
 	if value == nil {
 		value = []byte{}
 	}
-	return Loaded{Value: value, Version: uint64(version), Found: true}, rows.Err()
+	return Loaded{Value: value, Version: uint64(version.Int64), Found: true, Versionless: version.Int64 == 0}, rows.Err()
 }

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -45,11 +44,11 @@ func TestHTTPOrigin(t *testing.T) {
 	if got, err := l.Load(ctx, "gone"); err != nil || got.Found || got.Version != 9 {
 		t.Errorf("deleted key: %+v, %v; want not found at 9", got, err)
 	}
-	if got, err := l.Load(ctx, "never"); err != nil || got.Found || got.Version != 0 {
-		t.Errorf("never written: %+v, %v", got, err)
+	if got, err := l.Load(ctx, "never"); err != nil || got.Found || !got.Versionless {
+		t.Errorf("404 without a version: %+v, %v; want a versionless not-found", got, err)
 	}
-	if _, err := l.Load(ctx, "noversion"); !errors.Is(err, ErrVersionless) {
-		t.Errorf("200 without a version: %v, want ErrVersionless", err)
+	if got, err := l.Load(ctx, "noversion"); err != nil || !got.Found || !got.Versionless || string(got.Value) != "?" {
+		t.Errorf("200 without a version: %+v, %v; want a versionless value", got, err)
 	}
 	if _, err := l.Load(ctx, "boom"); err == nil || !strings.Contains(err.Error(), "500") {
 		t.Errorf("HTTP 500: %v, want an origin error", err)
@@ -94,8 +93,8 @@ func TestGRPCOrigin(t *testing.T) {
 	if got, err := l.Load(ctx, "gone"); err != nil || got.Found || got.Version != 2 {
 		t.Errorf("Load(gone) = %+v, %v", got, err)
 	}
-	if _, err := l.Load(ctx, "unversioned"); !errors.Is(err, ErrVersionless) {
-		t.Errorf("found at version 0: %v, want ErrVersionless", err)
+	if got, err := l.Load(ctx, "unversioned"); err != nil || !got.Found || !got.Versionless {
+		t.Errorf("found at version 0: %+v, %v; want a versionless value", got, err)
 	}
 }
 
@@ -115,16 +114,24 @@ func TestPostgresOrigin(t *testing.T) {
 	if got, err := l.Load(ctx, "1"); err != nil || !got.Found || got.Version != 4 || string(got.Value) != "ada" {
 		t.Errorf("Load(1) = %+v, %v", got, err)
 	}
-	if got, err := l.Load(ctx, "2"); err != nil || got.Found {
-		t.Errorf("Load(2) = %+v, %v; want not found", got, err)
+	if got, err := l.Load(ctx, "2"); err != nil || got.Found || !got.Versionless {
+		t.Errorf("Load(2) = %+v, %v; want a versionless not-found (no row says when it was deleted)", got, err)
 	}
 	one, closeOne, err := OpenOrigin(p.DSN, OriginOptions{Query: `SELECT name FROM users WHERE id = $1`})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeOne()
-	if _, err := one.Load(ctx, "1"); !errors.Is(err, ErrVersionless) {
-		t.Errorf("a query without a version column: %v, want ErrVersionless", err)
+	if got, err := one.Load(ctx, "1"); err != nil || !got.Found || !got.Versionless || string(got.Value) != "ada" {
+		t.Errorf("a query without a version column: %+v, %v; want a versionless value", got, err)
+	}
+	three, closeThree, err := OpenOrigin(p.DSN, OriginOptions{Query: `SELECT name, version, 1 FROM users WHERE id = $1`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeThree()
+	if _, err := three.Load(ctx, "1"); err == nil || !strings.Contains(err.Error(), "3 columns") {
+		t.Errorf("a query of three columns: %v", err)
 	}
 	if _, _, err := OpenOrigin(p.DSN, OriginOptions{}); err == nil || !strings.Contains(err.Error(), "--origin-query") {
 		t.Errorf("postgres:// without a query: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cachewire/cachewire/invalidation"
@@ -27,6 +28,14 @@ type loaded struct {
 	// inL2: Redis holds this version or a newer one (origin answers whose fill was stored, or
 	// refused because Redis had newer).
 	inL2 bool
+	// versionless: an origin answer without a version, at the version L1 knew when the load
+	// began; lease is L1's lease on it (servable while L1 still holds it), and leaseLost says
+	// L1 changed meanwhile, so it was not filled and may not be served.
+	versionless, leaseLost bool
+	lease                  lru.Lease
+	// leasedL2: read from Redis, where a versionless answer was stored under a lease; fromL2
+	// filled it into L1 as such.
+	leasedL2 bool
 }
 
 // freshAsOf returns when the node was last caught up with the log end of every partition that
@@ -92,7 +101,14 @@ func (n *Node) get(ctx context.Context, key string, minVersion uint64) (loaded, 
 		if r.miss {
 			return r, nil // cache-aside: not cached, whatever min_version asks
 		}
-		if r.version < minVersion {
+		if r.versionless && !r.leaseLost && minVersion > 0 {
+			err = fmt.Errorf("%w: the request for %q wants min_version %d; reads with min_version of this key need an origin that returns versions "+
+				"(a %s header, a version column, OriginService's version field)", errVersionless, key, minVersion, VersionHeader)
+			break
+		}
+		if r.versionless && r.leaseLost {
+			// L1 changed while the answer was read: it may be older than what L1 learned.
+		} else if r.version < minVersion {
 			if seq > arrived {
 				err = n.behind(key, r, minVersion)
 				break
@@ -100,13 +116,13 @@ func (n *Node) get(ctx context.Context, key string, minVersion uint64) (loaded, 
 			after = arrived // the load began before this request: ask for one that begins after
 			continue
 		}
-		if n.keep(key, r) {
+		if !r.leaseLost && n.keep(key, r) {
 			return r, nil
 		}
 		// The node learned a newer version of key (or forgot one) while the load ran.
 		n.m.retries.Inc()
 		if attempt == maxReadAttempts {
-			if st := n.l1.State(key); st.Known && st.Version > r.version {
+			if st := n.l1.State(key); st.Known && st.Version > r.version && !r.versionless {
 				// Either the key changed under every attempt, or the origin is behind a version
 				// this node has seen (an INVALIDATE at a version the origin has not reached, an
 				// origin replica that lags the events). Name both: the caller can tell.
@@ -130,8 +146,13 @@ func (n *Node) get(ctx context.Context, key string, minVersion uint64) (loaded, 
 // keep records in L1 an answer about to be served and reports whether it may be served (see
 // lru.Cache.Keep). An origin answer that Redis did not store opens a gap there for the key.
 func (n *Node) keep(key string, r loaded) bool {
+	if r.versionless {
+		// Filled under a lease, which also took care of Redis: served only while L1 still holds
+		// this very answer (another versionless answer at the same version may be newer).
+		return n.l1.Leased(key, r.lease)
+	}
 	var ok bool
-	if r.tier == pb.Tier_TIER_L1 {
+	if r.tier == pb.Tier_TIER_L1 || r.leasedL2 {
 		ok = n.l1.Admits(key, r.version, r.tok)
 	} else {
 		ok = n.l1.Keep(key, r.version, r.value, !r.found, r.tok)
@@ -210,9 +231,17 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 		return loaded{freshAsOf: asOf, miss: true, tok: tok}, nil // the application loads and calls Set
 	}
 	var l2tok redistier.FillToken
+	var l2lease redistier.Lease
+	l2leased := false
 	if n.l2 != nil {
 		l2tok = n.l2.BeginFill(ctx, key) // before the origin read: a fill begun in an older L2 epoch is refused
+		if n.leaseL2.Load() {
+			var err error
+			l2lease, err = n.l2.BeginLease(ctx, key)
+			l2leased = err == nil
+		}
 	}
+	lease := n.l1.BeginLease(key, tok) // for a versionless answer: what L1 holds before the origin is read
 	res, err := n.cfg.Loader.Load(ctx, key)
 	n.loads.Add(1)
 	if err != nil {
@@ -229,6 +258,9 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 		return loaded{}, fmt.Errorf("%w: the origin answered after the load's context ended: %w", errOriginUnavailable, err)
 	}
 	now := time.Now()
+	if res.Versionless {
+		return n.fillLeased(ctx, key, res, lease, l2lease, l2leased, now), nil
+	}
 	if !res.Found {
 		n.m.loadNotFound.Inc()
 		inL2 := n.fillMissing(ctx, key, res.Version, tok, l2tok)
@@ -261,9 +293,12 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 		return loaded{}, false
 	}
 	var ok bool
-	if e.Missing {
+	switch {
+	case e.Leased:
+		ok = n.l1.FillVersionless(key, e.Version, e.Value, e.Missing, tok)
+	case e.Missing:
 		ok = n.l1.FillMissing(key, e.Version, tok)
-	} else {
+	default:
 		ok = n.l1.Fill(key, e.Version, e.Value, tok)
 	}
 	if !ok {
@@ -272,7 +307,7 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 		return loaded{}, false
 	}
 	n.m.l2Hit.Inc()
-	return loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, freshAsOf: asOf}, true
+	return loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, freshAsOf: asOf, leasedL2: e.Leased}, true
 }
 
 // fill stores a value read from the origin (or given to Set) in both tiers, each under its
@@ -316,4 +351,55 @@ func (n *Node) fillL2(_ context.Context, key string, version uint64, fill func(r
 		n.m.staleFillL2.Inc() // Redis holds a newer version
 	}
 	return true
+}
+
+// fillLeased fills an answer from a versionless origin under the leases taken before the origin
+// was read (Meta's leases): each tier stores it only if it still holds exactly what it held then,
+// at the version it knew then, so that any later event evicts it. The answer is at least that new:
+// the origin reads from the primary, and every version a tier knew was committed before the lease
+// was taken. It is answered at L1's version. When Redis did not store it (no lease was taken: the
+// first versionless answer; the entry changed; Redis failed) or stored it at a lower version than
+// L1's, Redis may hold an older answer, so the node evicts the key there (Drop).
+func (n *Node) fillLeased(ctx context.Context, key string, res Loaded, lease lru.Lease, l2 redistier.Lease, l2leased bool, now time.Time) loaded {
+	n.m.versionless.Inc()
+	if res.Found {
+		n.m.loadFound.Inc()
+	} else {
+		n.m.loadNotFound.Inc()
+	}
+	if !n.leaseL2.Load() && n.l2 != nil {
+		n.leaseL2.Store(true)
+		n.log.Info("the origin answers without versions: fills go under leases, and every origin load takes one on the key's Redis entry first", "key", key)
+	}
+	r := loaded{value: res.Value, version: lease.Version(), found: res.Found, tier: pb.Tier_TIER_ORIGIN, freshAsOf: now, versionless: true, inL2: true}
+	if !res.Found {
+		r.value = nil
+	}
+	held, ok := n.l1.FillLeased(key, lease, r.value, !r.found)
+	if !ok {
+		n.m.staleFillL1.Inc()
+		r.leaseLost = true
+		return r
+	}
+	r.lease = held
+	if n.l2 == nil {
+		return r
+	}
+	stored := false
+	if l2leased {
+		acc, err := n.l2.FillLeased(ctx, l2, key, r.value, !r.found)
+		if err == nil && !acc {
+			n.m.staleFillL2.Inc()
+		}
+		stored = acc && err == nil && l2.Version >= r.version
+	}
+	if !stored {
+		// Redis may hold an older answer, at this version or above, which this node would
+		// serve once L1 forgets this one. Evict it there; if even that fails, never read the
+		// key from Redis again (no event can say when Redis has caught up with this answer).
+		if err := n.l2.Drop(ctx, key); err != nil {
+			n.gaps.add(key, math.MaxUint64)
+		}
+	}
+	return r
 }

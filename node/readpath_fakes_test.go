@@ -29,6 +29,8 @@ type gatedOrigin struct {
 	readAtRelease bool
 	// down: loads fail at once.
 	down bool
+	// versionless: answers carry no version (the value still names it, for the checks).
+	versionless bool
 }
 
 type gatedLoad struct {
@@ -72,10 +74,16 @@ func (o *gatedOrigin) Load(ctx context.Context, key string) (Loaded, error) {
 	case <-ctx.Done():
 		return Loaded{}, ctx.Err()
 	}
+	res := l.snap
 	if o.readAtRelease {
-		return o.state(key), nil
+		res = o.state(key)
 	}
-	return l.snap, nil
+	o.mu.Lock()
+	if o.versionless {
+		res = Loaded{Value: res.Value, Found: res.Found, Versionless: true}
+	}
+	o.mu.Unlock()
+	return res, nil
 }
 
 // releaseAt lets the i-th pending load return.
@@ -104,6 +112,7 @@ func (o *gatedOrigin) numCalls() int {
 // the Lua script against the same rules).
 type memL2 struct {
 	mu      sync.Mutex
+	gens    int
 	epoch   int
 	entries map[string]memEntry
 	onEpoch func()
@@ -112,11 +121,13 @@ type memL2 struct {
 }
 
 type memEntry struct {
+	gen     int // numbers every write, for leases
 	version uint64
 	kind    byte // V, N, T
 	value   []byte
 	epoch   int
 	evicted bool // a T written by an EVICT: every fill is refused while it lives (as the script)
+	leased  bool // a V or N from a versionless origin (the script's w and u), or a T it left (l)
 }
 
 func newMemL2() *memL2 { return &memL2{entries: map[string]memEntry{}} }
@@ -142,7 +153,7 @@ func (m *memL2) Get(_ context.Context, key string) (redistier.Entry, bool, error
 	case e.kind == 'T':
 		return redistier.Entry{Version: e.version, Tombstone: true}, false, nil
 	}
-	return redistier.Entry{Version: e.version, Value: e.value, Missing: e.kind == 'N'}, true, nil
+	return redistier.Entry{Version: e.version, Value: e.value, Missing: e.kind == 'N', Leased: e.leased}, true, nil
 }
 
 func (m *memL2) BeginFill(context.Context, string) redistier.FillToken {
@@ -166,12 +177,68 @@ func (m *memL2) fill(tok redistier.FillToken, key string, version uint64, kind b
 	if e := m.entries[key]; e.kind == 'T' && e.evicted {
 		return false, nil
 	}
-	m.entries[key] = memEntry{version: version, kind: kind, value: value, epoch: m.epoch}
+	m.put(key, memEntry{version: version, kind: kind, value: value, epoch: m.epoch})
 	return true, nil
 }
 
 func (m *memL2) Fill(_ context.Context, tok redistier.FillToken, key string, version uint64, value []byte) (bool, error) {
 	return m.fill(tok, key, version, 'V', value)
+}
+
+// BeginLease and FillLeased follow the script's "lease" mode: a compare-and-set of the whole
+// entry, stored at its version.
+func (m *memL2) BeginLease(_ context.Context, key string) (redistier.Lease, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := redistier.Lease{Epoch: strconv.Itoa(m.epoch), Held: "none"}
+	if e, ok := m.entries[key]; ok {
+		l.Version, l.Held = e.version, strconv.Itoa(e.gen)
+	}
+	return l, nil
+}
+
+func (m *memL2) FillLeased(_ context.Context, l redistier.Lease, key string, value []byte, missing bool) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failFills {
+		return false, redistier.ErrUnavailable
+	}
+	if l.Epoch != strconv.Itoa(m.epoch) {
+		return false, redistier.ErrEpochChanged
+	}
+	held := "none"
+	e, ok := m.entries[key]
+	if ok {
+		held = strconv.Itoa(e.gen)
+	}
+	if held != l.Held || (ok && e.kind == 'T' && e.evicted) {
+		return false, nil
+	}
+	kind := byte('V')
+	if missing {
+		kind, value = 'N', nil
+	}
+	m.put(key, memEntry{version: l.Version, kind: kind, value: value, epoch: m.epoch, leased: true})
+	return true, nil
+}
+
+// Drop follows the script's "drop" mode.
+func (m *memL2) Drop(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failFills {
+		return redistier.ErrUnavailable
+	}
+	cur, ok := m.entries[key]
+	m.put(key, memEntry{version: cur.version, kind: 'T', epoch: m.epoch, leased: true, evicted: ok && cur.kind == 'T' && cur.evicted})
+	return nil
+}
+
+// put stores e under a new generation.
+func (m *memL2) put(key string, e memEntry) {
+	m.gens++
+	e.gen = m.gens
+	m.entries[key] = e
 }
 
 func (m *memL2) FillMissing(_ context.Context, tok redistier.FillToken, key string, version uint64) (bool, error) {
@@ -186,18 +253,23 @@ func (m *memL2) Apply(_ context.Context, e *invalidation.Event, p invalidation.P
 		// As the script: a value of any epoch becomes a tombstone at its own version, and the
 		// marked tombstone is written whatever was there (at version 0 over nothing).
 		cur, ok := m.entries[e.Key]
-		m.entries[e.Key] = memEntry{version: cur.version, kind: 'T', epoch: m.epoch, evicted: true}
+		m.put(e.Key, memEntry{version: cur.version, kind: 'T', epoch: m.epoch, evicted: true, leased: cur.leased})
 		if ok && cur.kind != 'T' {
 			return invalidation.Evict, nil
 		}
 		return invalidation.Ignore, nil
 	}
 	a := invalidation.Decide(st, e, p)
+	cur, ok := m.entries[e.Key]
+	leased := ok && cur.leased
+	if leased && a == invalidation.Refresh {
+		a = invalidation.Evict // as the script: the event's value may be older
+	}
 	switch {
 	case a == invalidation.Evict:
-		m.entries[e.Key] = memEntry{version: e.Version, kind: 'T', epoch: m.epoch}
+		m.put(e.Key, memEntry{version: e.Version, kind: 'T', epoch: m.epoch, leased: leased})
 	case a == invalidation.Refresh:
-		m.entries[e.Key] = memEntry{version: e.Version, kind: 'V', value: e.Value, epoch: m.epoch}
+		m.put(e.Key, memEntry{version: e.Version, kind: 'V', value: e.Value, epoch: m.epoch})
 	}
 	return a, nil
 }
@@ -229,7 +301,7 @@ func (m *memL2) wipe() {
 func (m *memL2) failover(rollback map[string]memEntry) {
 	m.mu.Lock()
 	for k, e := range rollback {
-		m.entries[k] = e
+		m.put(k, e)
 	}
 	m.epoch++
 	m.mu.Unlock()

@@ -193,7 +193,7 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, errInvalidArgument):
 		return status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), errInvalidArgument.Error()+": "))
-	case errors.Is(err, errNotReady), errors.Is(err, errOriginUnavailable), errors.Is(err, errOriginBehind), errors.Is(err, errChanging):
+	case errors.Is(err, errNotReady), errors.Is(err, errOriginUnavailable), errors.Is(err, errOriginBehind), errors.Is(err, errChanging), errors.Is(err, errVersionless):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())

@@ -3,7 +3,8 @@ package redistier
 import "github.com/redis/go-redis/v9"
 
 // Entries are stored as: version (20 zero-padded digits), kind (v value, n not found, t
-// tombstone), the epoch they were written in (epochLen characters), then the value. Entries
+// tombstone; w and u are a value and a not-found from a versionless origin, stored under a lease
+// at a version they are at least as new as), the epoch they were written in (epochLen characters), then the value. Entries
 // written before epochs existed used upper-case kinds and no epoch: they count only as version
 // floors, and nodes from before epochs cannot decode the lower-case kinds, so during a rolling
 // upgrade neither side serves what the other wrote.
@@ -32,15 +33,27 @@ const (
 //	KEYS[1] the entry key
 //	KEYS[2] the epoch key (in the entry's hash slot)
 //	ARGV[1] version, 20 zero-padded digits
-//	ARGV[2] mode: "fill" or "event"
-//	ARGV[3] fill: kind to store, v (value) or n (not found); event: R (an UPSERT carrying its
+//	ARGV[2] mode: "fill", "lease", "drop" or "event"
+//	ARGV[3] fill: kind to store, v (value) or n (not found); lease: w or u; event: R (an UPSERT carrying its
 //	        value), X (an EVICT: a held value becomes a tombstone at its own version; ARGV[1]
 //	        is not used) or E (anything else: evict)
-//	ARGV[4] event policy: "held", "all" or "evict"
+//	ARGV[4] event: the policy, "held", "all" or "evict"; lease: the SHA-1 (hex) of the entry
+//	        when the lease was taken, or "none" when there was none
 //	ARGV[5] value
 //	ARGV[6] TTL in ms of a stored value (v or n)
 //	ARGV[7] TTL in ms of a tombstone
 //	ARGV[8] the epoch the write began under (epochLen characters)
+//
+// A lease fill (an answer from a versionless origin, Meta's leases) is a compare-and-set: it
+// stores at ARGV[1], the version the entry had when the load began, and only if the entry is
+// still byte for byte what it was then (any event, fill or expiry in between changes it). What
+// it stores (kind w or u) may be newer than an event above that version carrying a value, so
+// such an event evicts it rather than refreshing it, and leaves a tombstone marked with an l
+// after the epoch: while it lives, events above it leave marked tombstones too, and no event's
+// value is written for the key (refresh-all), lest it be older than the answer that was served.
+// A drop leaves the same marked tombstone at the version held (0 over nothing), whatever was
+// held (an EVICT's tombstone keeps its x, and gets the l after it; an EVICT keeps an l): a node whose versionless answer Redis did not take drops what Redis holds instead, as
+// it may be older than that answer.
 //
 // It returns -1 when the epoch differs, 0 when nothing changed (stale fill, fill of an evicted
 // key, duplicate or older event, EVICT of no value), 1 when it wrote a tombstone, 2 when it
@@ -49,23 +62,49 @@ var applyScript = redis.NewScript(`
 local ep = redis.call('GET', KEYS[2])
 if not ep or string.sub(ep, 1, 16) ~= ARGV[8] then return -1 end
 local cur = redis.call('GET', KEYS[1])
-local known, cv, held = false, '', false
+local known, cv, held, leased = false, '', false, false
 if cur and string.len(cur) >= 21 then
   known, cv = true, string.sub(cur, 1, 20)
   local k = string.sub(cur, 21, 21)
-  held = (k == 'v' or k == 'n') and string.sub(cur, 22, 37) == ARGV[8]
+  held = (k == 'v' or k == 'n' or k == 'w' or k == 'u') and string.sub(cur, 22, 37) == ARGV[8]
+  leased = k == 'w' or k == 'u'
 end
 local v = ARGV[1]
 if ARGV[3] == 'X' then
-  local r = 0
+  local r, mark = 0, 'x'
   if known then
     local k = string.sub(cur, 21, 21)
     if k ~= 't' and k ~= 'T' then r = 1 end
+    if leased or (k == 't' and string.find(string.sub(cur, 38, 39), 'l', 1, true)) then mark = 'xl' end
   else
     cv = '00000000000000000000'
   end
-  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8] .. 'x', 'PX', ARGV[7])
+  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8] .. mark, 'PX', ARGV[7])
   return r
+end
+if ARGV[2] == 'drop' then
+  local mark = 'l'
+  if known and string.sub(cur, 21, 21) == 't' and string.sub(cur, 38, 38) == 'x' then mark = 'xl' end
+  if not known then cv = '00000000000000000000' end
+  local ttl = tonumber(ARGV[7])
+  if known then
+    local rem = redis.call('PTTL', KEYS[1])
+    if rem > ttl then ttl = rem end
+  end
+  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8] .. mark, 'PX', ttl)
+  return 1
+end
+if ARGV[2] == 'lease' then
+  local sum = 'none'
+  if cur then sum = redis.sha1hex(cur) end
+  if sum ~= ARGV[4] then return 0 end
+  local ttl = tonumber(ARGV[6])
+  if known and not held then
+    local rem = redis.call('PTTL', KEYS[1])
+    if rem > ttl then ttl = rem end
+  end
+  redis.call('SET', KEYS[1], v .. ARGV[3] .. ARGV[8] .. ARGV[5], 'PX', ttl)
+  return 2
 end
 if ARGV[2] == 'fill' then
   if known and v < cv then return 0 end
@@ -79,11 +118,14 @@ if ARGV[2] == 'fill' then
   return 2
 end
 if known and v <= cv then return 0 end
-if ARGV[3] == 'R' and (ARGV[4] == 'all' or (ARGV[4] == 'held' and held)) then
+local lt = leased or (known and string.sub(cur, 21, 21) == 't' and string.find(string.sub(cur, 38, 39), 'l', 1, true) ~= nil)
+if ARGV[3] == 'R' and not lt and (ARGV[4] == 'all' or (ARGV[4] == 'held' and held)) then
   redis.call('SET', KEYS[1], v .. 'v' .. ARGV[8] .. ARGV[5], 'PX', ARGV[6])
   return 2
 end
-redis.call('SET', KEYS[1], v .. 't' .. ARGV[8], 'PX', ARGV[7])
+local mark = ''
+if lt then mark = 'l' end
+redis.call('SET', KEYS[1], v .. 't' .. ARGV[8] .. mark, 'PX', ARGV[7])
 return 1
 `)
 

@@ -2,6 +2,7 @@ package redistier
 
 import (
 	"context"
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"strconv"
@@ -21,6 +22,9 @@ type Entry struct {
 	Tombstone bool
 	// Missing is true for a cached "not found" from the origin at Version.
 	Missing bool
+	// Leased is true for an answer from a versionless origin, stored under a lease: it is at
+	// least as new as Version (see FillLeased).
+	Leased bool
 	// OldEpoch is true when the entry was written in an earlier epoch: it is not served (Redis
 	// may have lost newer writes since), but its version still bounds what can be written.
 	OldEpoch bool
@@ -227,6 +231,10 @@ func decode(raw []byte) (Entry, error) {
 		e.Value = raw[headerLen:]
 	case 'n':
 		e.Missing = true
+	case 'w':
+		e.Value, e.Leased = raw[headerLen:], true
+	case 'u':
+		e.Missing, e.Leased = true, true
 	case 't':
 		e.Tombstone = true
 	default:
@@ -294,6 +302,122 @@ func (t *Tier) fill(ctx context.Context, tok FillToken, key string, version uint
 	}
 	t.fills.Add(1)
 	return true, nil
+}
+
+// Lease is what Redis held for a key when a load from a versionless origin began: see BeginLease.
+type Lease struct {
+	// Epoch is the epoch the load began in ("" when the tier could not read it: the fill is then
+	// refused).
+	Epoch string
+	// Version is the version a fill under the lease is stored at: that of the entry held when it
+	// was taken (of any epoch, a tombstone included), or 0 when there was none.
+	Version uint64
+	// Held identifies the entry held: its SHA-1, or "none" when there was none.
+	Held   string
+	refuse bool // the entry was an EVICT's tombstone, which refuses every fill
+}
+
+// BeginLease returns a lease on key for a load that reads a versionless origin after this call.
+// FillLeased stores the answer at Lease.Version only if Redis still holds exactly the same entry
+// then. An error means the fill will be refused.
+func (t *Tier) BeginLease(ctx context.Context, key string) (Lease, error) {
+	if err := t.before(); err != nil {
+		return Lease{}, err
+	}
+	epoch, err := t.epoch(ctx, t.epochIndex(key))
+	if err != nil {
+		return Lease{}, err
+	}
+	raw, err := t.rdb.Get(ctx, t.Key(key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Lease{Epoch: epoch, Held: "none"}, nil
+	}
+	if err != nil {
+		return Lease{}, t.after(ctx, err)
+	}
+	l := Lease{Epoch: epoch, Held: fmt.Sprintf("%x", sha1.Sum(raw))}
+	e, err := decode(raw)
+	if err != nil {
+		return Lease{}, fmt.Errorf("redistier: key %q: %w", key, err)
+	}
+	l.Version = e.Version
+	l.refuse = e.Tombstone && len(raw) > headerLen && raw[headerLen] == 'x'
+	return l, nil
+}
+
+// FillLeased stores an answer from a versionless origin (value, or with missing a not-found)
+// at l.Version, if Redis holds exactly the entry it held when l was taken (true), and the epoch
+// is the same (else false, ErrEpochChanged). It is refused while an EVICT's tombstone lives.
+// Get returns it with Leased set; an event above l.Version evicts it, even one carrying a value
+// under a refresh policy (that value may be older). Nodes from before leases cannot decode it,
+// and read the key from the origin.
+func (t *Tier) FillLeased(ctx context.Context, l Lease, key string, value []byte, missing bool) (bool, error) {
+	if err := t.before(); err != nil {
+		return false, err
+	}
+	if l.refuse {
+		t.stale.Add(1)
+		return false, nil
+	}
+	kind, ttl := "w", t.cfg.TTL
+	if missing {
+		kind, ttl, value = "u", t.cfg.NegativeTTL, nil
+	}
+	i := t.epochIndex(key)
+	if l.Epoch == "" {
+		if _, err := t.epoch(ctx, i); err != nil {
+			return false, err
+		}
+		t.epochFills.Add(1)
+		return false, ErrEpochChanged
+	}
+	n, err := applyScript.Run(ctx, t.rdb, []string{t.Key(key), t.epochKeys[i]},
+		versionArg(l.Version), "lease", kind, l.Held, value, ms(ttl), ms(t.cfg.TombstoneTTL), l.Epoch).Int()
+	if err != nil {
+		return false, t.after(ctx, err)
+	}
+	switch {
+	case n < 0:
+		t.epochFills.Add(1)
+		if _, err := t.fetchEpoch(ctx, i); err != nil {
+			return false, err
+		}
+		return false, ErrEpochChanged
+	case n == 0:
+		t.stale.Add(1)
+		return false, nil
+	}
+	t.fills.Add(1)
+	return true, nil
+}
+
+// Drop evicts whatever Redis holds for key, keeping its version as a tombstone marked as
+// FillLeased's evictions are (no event's value is written for the key while it lives). A node
+// calls it when Redis did not take an answer from a versionless origin that it served: Redis may
+// hold an older answer at the same or a higher version. Evicting is always safe.
+func (t *Tier) Drop(ctx context.Context, key string) error {
+	if err := t.before(); err != nil {
+		return err
+	}
+	i := t.epochIndex(key)
+	for range 2 {
+		epoch, err := t.epoch(ctx, i)
+		if err != nil {
+			return err
+		}
+		n, err := applyScript.Run(ctx, t.rdb, []string{t.Key(key), t.epochKeys[i]},
+			versionArg(0), "drop", "", "", nil, ms(t.cfg.TTL), ms(t.cfg.TombstoneTTL), epoch).Int()
+		if err != nil {
+			return t.after(ctx, err)
+		}
+		if n >= 0 {
+			return nil
+		}
+		if _, err := t.fetchEpoch(ctx, i); err != nil { // a new epoch: drop in it
+			return err
+		}
+	}
+	return ErrEpochChanged
 }
 
 // Ping checks that Redis answers.

@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,10 +28,14 @@ func upsert(key string, v uint64, val string) invalidation.Event {
 }
 
 // startRelay runs a relay until the test ends.
-func startRelay(t *testing.T, dsn string, brokers []string, topic string) *outbox.Relay {
+func startRelay(t *testing.T, dsn string, brokers []string, topic string, mods ...func(*outbox.RelayConfig)) *outbox.Relay {
 	t.Helper()
-	r, err := outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: brokers, Topic: topic, PollInterval: 100 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)})
+	cfg := outbox.RelayConfig{DSN: dsn, Brokers: brokers, Topic: topic, PollInterval: 100 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	r, err := outbox.NewRelay(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,21 +53,31 @@ func startRelay(t *testing.T, dsn string, brokers []string, topic string) *outbo
 // readEvents reads n events from the start of a one-partition topic.
 func readEvents(t *testing.T, brokers []string, topic string, n int) []invalidation.Event {
 	t.Helper()
-	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond})
-	defer rd.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var out []invalidation.Event
-	for len(out) < n {
-		m, err := rd.ReadMessage(ctx)
-		if err != nil {
-			t.Fatalf("read event %d of %d: %v", len(out)+1, n, err)
-		}
+	for _, m := range readMessages(t, brokers, topic, n) {
 		e, err := invalidation.Decode(m.Value, invalidation.Limits{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+// readMessages reads n messages from the start of a one-partition topic.
+func readMessages(t *testing.T, brokers []string, topic string, n int) []kafka.Message {
+	t.Helper()
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []kafka.Message
+	for len(out) < n {
+		m, err := rd.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("read message %d of %d from %s: %v", len(out)+1, n, topic, err)
+		}
+		out = append(out, m)
 	}
 	return out
 }
@@ -133,11 +148,13 @@ func TestCommittedChangesArePublishedInOrderAndDeleted(t *testing.T) {
 }
 
 // TestInvalidRowsDoNotBlockTheOutbox: a row inserted with plain SQL that can never be published
-// (an unknown op, an empty key) moves to cachewire_outbox_dead; the rows behind it are published.
+// (an unknown op, an empty key) goes to the dead-letter topic and cachewire_outbox_dead, and is
+// counted; the rows behind it are published.
 func TestInvalidRowsDoNotBlockTheOutbox(t *testing.T) {
 	p := testenv.NewPostgres(t)
 	k := testenv.NewKafka(t)
 	topic := k.CreateTopic(t, "outbox", 1)
+	deadTopic := k.CreateTopic(t, "outbox-dead", 1)
 	db := p.Open(t)
 	ctx := ctxT(t)
 	if err := outbox.Apply(ctx, db); err != nil {
@@ -152,9 +169,19 @@ func TestInvalidRowsDoNotBlockTheOutbox(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := startRelay(t, p.DSN, k.Brokers, topic)
+	r := startRelay(t, p.DSN, k.Brokers, topic, func(c *outbox.RelayConfig) { c.DeadLetterTopic = deadTopic })
 	if e := readEvents(t, k.Brokers, topic, 1)[0]; e.Key != "ok" || e.Version != 3 || string(e.Value) != "v3" {
 		t.Fatalf("published %s@%d %q, want ok@3 v3", e.Key, e.Version, e.Value)
+	}
+	wantDead := []string{`k UPSRET@1: unknown op "UPSRET"`, ` DELETE@1: `}
+	for i, m := range readMessages(t, k.Brokers, deadTopic, 2) {
+		var dl outbox.DeadLetter
+		if err := json.Unmarshal(m.Value, &dl); err != nil {
+			t.Fatalf("dead letter %d: %v: %s", i, err, m.Value)
+		}
+		if got := fmt.Sprintf("%s %s@%d: %s", dl.Key, dl.Op, dl.Version, dl.Error); !strings.HasPrefix(got, wantDead[i]) || dl.Seq == 0 || dl.Error == "" {
+			t.Errorf("dead letter %d = %s (%+v), want it to start %q", i, got, dl, wantDead[i])
+		}
 	}
 	testenv.WaitFor(t, 30*time.Second, func() string {
 		if n, d := pending(t, p, "cachewire_outbox"), pending(t, p, "cachewire_outbox_dead"); n != 0 || d != 2 {

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -15,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/cachewire/cachewire/internal/retry"
+	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 )
 
@@ -27,6 +29,12 @@ type RelayConfig struct {
 	Brokers []string
 	// Topic receives the change events. Required; it must exist.
 	Topic string
+	// DeadLetterTopic receives each row that can never be published (an unknown op, an empty
+	// key, a value over the limits) as a JSON DeadLetter, keyed by the row's key. If empty,
+	// Topic + ".dead". The relay creates it (one partition, replication factor 1) if it does not
+	// exist; create it beforehand for another replication factor. Dead rows are also kept in
+	// the cachewire_outbox_dead table.
+	DeadLetterTopic string
 	// Source names this relay on the events it publishes. If empty, "outbox-relay".
 	Source string
 	// Batch bounds the rows published at once. If zero, 500.
@@ -50,8 +58,8 @@ type RelayConfig struct {
 type RelayStats struct {
 	// Active is true while this relay holds the advisory lock and publishes.
 	Active bool
-	// Published counts rows published and deleted; Dead counts rows moved to
-	// cachewire_outbox_dead because they could never be published; Errors counts failed
+	// Published counts rows published and deleted; Dead counts rows that could never be
+	// published, sent to the dead-letter topic and moved to cachewire_outbox_dead; Errors counts failed
 	// attempts (Kafka or PostgreSQL), each retried.
 	Published, Dead, Errors uint64
 	// Depth is the number of rows in the outbox and OldestPending the age of the oldest, as the
@@ -72,6 +80,9 @@ type Relay struct {
 	cfg RelayConfig
 	log *slog.Logger
 	w   *kafka.Writer
+	dlq *kafka.Writer
+
+	dlqChecked atomic.Bool // the dead-letter topic was found or created
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -102,6 +113,12 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Source == "" {
 		cfg.Source = "outbox-relay"
 	}
+	if cfg.DeadLetterTopic == "" {
+		cfg.DeadLetterTopic = cfg.Topic + ".dead"
+	}
+	if cfg.DeadLetterTopic == cfg.Topic {
+		return nil, fmt.Errorf("outbox: relay: the dead-letter topic is the event topic %q; caches would read dead rows as events", cfg.Topic)
+	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 500
 	}
@@ -124,7 +141,42 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		RequiredAcks: kafka.RequireAll, BatchSize: cfg.Batch, BatchTimeout: time.Millisecond,
 		MaxAttempts: 1, WriteTimeout: 10 * time.Second,
 	}
+	r.dlq = &kafka.Writer{
+		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.DeadLetterTopic, Balancer: kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, MaxAttempts: 1, WriteTimeout: 10 * time.Second,
+	}
 	return r, nil
+}
+
+// DeadLetter is what the relay publishes to the dead-letter topic for a row it can never
+// publish: the row as it was, and why.
+type DeadLetter struct {
+	Seq         int64     `json:"seq"`
+	Key         string    `json:"key"`
+	Op          string    `json:"op"`
+	Version     int64     `json:"version"`
+	Value       []byte    `json:"value,omitempty"` // base64 in JSON
+	CommittedAt time.Time `json:"committed_at"`
+	Error       string    `json:"error"`
+	Source      string    `json:"source"`
+}
+
+// checkDeadLetterTopic creates the dead-letter topic if it does not exist. Other errors (no
+// right to describe or create topics) are logged: publishing a dead row will say more.
+func (r *Relay) checkDeadLetterTopic(ctx context.Context) {
+	if r.dlqChecked.Load() {
+		return
+	}
+	_, err := topics.Partitions(ctx, r.cfg.Brokers, r.cfg.DeadLetterTopic)
+	if errors.Is(err, topics.ErrNotFound) {
+		r.log.Info("creating the dead-letter topic", "topic", r.cfg.DeadLetterTopic)
+		err = topics.Create(ctx, r.cfg.Brokers, topics.Spec{Name: r.cfg.DeadLetterTopic, Partitions: 1})
+	}
+	if err != nil {
+		r.log.Warn("cannot check the dead-letter topic; dead rows will wait in the outbox until it can be written", "topic", r.cfg.DeadLetterTopic, "err", err)
+		return
+	}
+	r.dlqChecked.Store(true)
 }
 
 // Stats returns a snapshot of the counters.
@@ -137,7 +189,7 @@ var (
 	descDepth     = prometheus.NewDesc("cachewire_outbox_depth", "Rows in the outbox, as the active relay last counted them.", nil, nil)
 	descOldest    = prometheus.NewDesc("cachewire_outbox_oldest_pending_seconds", "Age of the oldest row in the outbox when last counted (0: empty).", nil, nil)
 	descPublished = prometheus.NewDesc("cachewire_outbox_published_total", "Rows published to Kafka and deleted.", nil, nil)
-	descDead      = prometheus.NewDesc("cachewire_outbox_dead_total", "Rows that can never be published, moved to cachewire_outbox_dead.", nil, nil)
+	descDead      = prometheus.NewDesc("cachewire_outbox_dead_total", "Rows that can never be published, sent to the dead-letter topic and moved to cachewire_outbox_dead.", nil, nil)
 	descErrors    = prometheus.NewDesc("cachewire_outbox_errors_total", "Failed attempts (Kafka or PostgreSQL), each retried.", nil, nil)
 	descActive    = prometheus.NewDesc("cachewire_outbox_active", "1 while this relay holds the outbox's lock and publishes; 0 on a standby.", nil, nil)
 )
@@ -198,6 +250,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	defer close(r.done)
 	defer r.w.Close()
+	defer r.dlq.Close()
 	backoff := retry.NewBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		err := r.session(ctx)
@@ -264,7 +317,8 @@ func (r *Relay) session(ctx context.Context) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	r.active.Store(true)
-	r.log.Info("active: publishing the outbox", "topic", r.cfg.Topic, "lock", key)
+	r.log.Info("active: publishing the outbox", "topic", r.cfg.Topic, "dead_letter_topic", r.cfg.DeadLetterTopic, "lock", key)
+	r.checkDeadLetterTopic(ctx)
 	backoff := retry.NewBackoff(100*time.Millisecond, 5*time.Second)
 	for {
 		n, err := r.drain(ctx, conn)
@@ -304,6 +358,8 @@ func (r *Relay) session(ctx context.Context) error {
 type row struct {
 	seq     int64
 	event   invalidation.Event
+	op      string
+	version int64
 	invalid error
 }
 
@@ -328,7 +384,7 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 		}
 		e := invalidation.Event{Key: key, Version: uint64(version), Value: value, HasValue: value != nil,
 			CommittedAt: committedAt, Source: r.cfg.Source}
-		rw := row{seq: seq}
+		rw := row{seq: seq, op: op, version: version}
 		switch o, ok := ops[op]; {
 		case !ok:
 			rw.invalid = fmt.Errorf("unknown op %q (want UPSERT, DELETE, INVALIDATE or EVICT)", op)
@@ -350,10 +406,18 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 	}
 	msgs := make([]kafka.Message, 0, len(rows))
 	var sent, dead []int64
+	var dls []kafka.Message
 	for _, rw := range rows {
 		if rw.invalid != nil {
 			dead = append(dead, rw.seq)
-			r.log.Error("outbox row can never be published; moved to cachewire_outbox_dead", "seq", rw.seq, "key", rw.event.Key, "err", rw.invalid)
+			r.log.Error("outbox row can never be published; dead-lettered", "seq", rw.seq, "key", rw.event.Key, "err", rw.invalid,
+				"topic", r.cfg.DeadLetterTopic, "table", "cachewire_outbox_dead")
+			dl, err := json.Marshal(DeadLetter{Seq: rw.seq, Key: rw.event.Key, Op: rw.op, Version: rw.version, Value: rw.event.Value,
+				CommittedAt: rw.event.CommittedAt, Error: rw.invalid.Error(), Source: r.cfg.Source})
+			if err != nil {
+				return 0, fmt.Errorf("dead-letter row %d: %w", rw.seq, err)
+			}
+			dls = append(dls, kafka.Message{Key: []byte(rw.event.Key), Value: dl})
 			if _, err := conn.Exec(ctx, `INSERT INTO cachewire_outbox_dead (seq, key, op, version, value, committed_at, error)
 				SELECT seq, key, op, version, value, committed_at, $2 FROM cachewire_outbox WHERE seq = $1 ON CONFLICT (seq) DO NOTHING`,
 				rw.seq, rw.invalid.Error()); err != nil {
@@ -377,6 +441,12 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 			if rw.invalid == nil {
 				r.latency.Observe(now.Sub(rw.event.CommittedAt).Seconds())
 			}
+		}
+	}
+	if len(dls) > 0 {
+		r.checkDeadLetterTopic(ctx)
+		if err := r.dlq.WriteMessages(ctx, dls...); err != nil {
+			return 0, fmt.Errorf("dead-letter %d rows to %s: %w", len(dls), r.cfg.DeadLetterTopic, err)
 		}
 	}
 	if r.afterPublish != nil {

@@ -59,6 +59,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.StringVar(&o.cfg.DSN, "postgres-dsn", "", "PostgreSQL connection string of the database holding cachewire_outbox (required; prefer the environment variable, it may hold a password)")
 	fs.Var(&o.brokers, "kafka-brokers", "Kafka bootstrap addresses, comma separated (required)")
 	fs.StringVar(&o.cfg.Topic, "topic", "cachewire.events", "existing topic the change events go to")
+	fs.StringVar(&o.cfg.DeadLetterTopic, "dead-letter-topic", "", "topic for rows that can never be published, as JSON with the error (default: TOPIC.dead, created with one partition if missing); they are also kept in cachewire_outbox_dead")
 	fs.StringVar(&o.cfg.Source, "source", "outbox-relay", "source name on published events")
 	fs.IntVar(&o.cfg.Batch, "batch", 500, "most rows published at once")
 	fs.DurationVar(&o.cfg.PollInterval, "poll-interval", time.Second, "how often to look for rows without a notification, and how often a standby tries to take over")

@@ -10,6 +10,13 @@ import (
 	"github.com/cachewire/cachewire/client"
 )
 
+// Putter is where a workload's Puts go: the reference writer (*client.Writer), or an adapter for
+// a service's own write API (it returns the version it committed; WriteOptions it cannot honour
+// are ignored).
+type Putter interface {
+	Put(ctx context.Context, key string, value []byte, opts ...client.WriteOption) (client.Write, error)
+}
+
 // Workload is a concurrent mix of Puts through the writer and Gets through the nodes.
 type Workload struct {
 	// Sessions run concurrently; each is a client.Session that reads through a random node per
@@ -17,6 +24,8 @@ type Workload struct {
 	Sessions int
 	// Keys is the number of keys written and read. If zero, 8.
 	Keys int
+	// KeyPrefix starts every key's name, followed by its number. If empty, "key-".
+	KeyPrefix string
 	// PutRatio is the share of operations that are Puts. If zero, 0.3.
 	PutRatio float64
 	// MinVersionRatio is the share of Gets that carry the session's min_version (the rest are
@@ -47,6 +56,9 @@ func (w *Workload) defaults() {
 	if w.Keys == 0 {
 		w.Keys = 8
 	}
+	if w.KeyPrefix == "" {
+		w.KeyPrefix = "key-"
+	}
 	if w.PutRatio == 0 {
 		w.PutRatio = 0.3
 	}
@@ -73,19 +85,19 @@ func clockSeed() uint64 { return uint64(time.Now().UnixNano()) | 1 }
 // key picks the key of the next operation, elapsed into the run.
 func (w Workload) key(rng *rand.Rand, elapsed time.Duration) string {
 	if w.Herd == 0 {
-		return fmt.Sprintf("key-%d", rng.IntN(w.Keys))
+		return fmt.Sprintf("%s%d", w.KeyPrefix, rng.IntN(w.Keys))
 	}
 	step := int(elapsed / w.HerdStep)
 	if rng.IntN(5) == 0 {
-		return fmt.Sprintf("key-%d", rng.IntN(min(w.Keys, (step+1)*w.Herd)))
+		return fmt.Sprintf("%s%d", w.KeyPrefix, rng.IntN(min(w.Keys, (step+1)*w.Herd)))
 	}
-	return fmt.Sprintf("key-%d", (step*w.Herd+rng.IntN(w.Herd))%w.Keys)
+	return fmt.Sprintf("%s%d", w.KeyPrefix, (step*w.Herd+rng.IntN(w.Herd))%w.Keys)
 }
 
 // Run drives the workload against the writer and the nodes until ctx ends, recording every
 // operation in h. Failed operations (a node being restarted, say) are recorded and the session
 // goes on. nodes returns the current clients (nodes may be replaced while it runs).
-func (w Workload) Run(ctx context.Context, h *History, writer *client.Writer, nodes func() []*client.Cache) {
+func (w Workload) Run(ctx context.Context, h *History, writer Putter, nodes func() []*client.Cache) {
 	w.defaults()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -95,11 +107,11 @@ func (w Workload) Run(ctx context.Context, h *History, writer *client.Writer, no
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(w.Seed, uint64(s)+1))
 			cs := nodes()
-			sess := client.NewSession(cs[0], writer)
+			sess := client.NewSession(cs[0], nil) // writes go through writer, and the session Observes them
 			for i := 0; i < w.MaxOps && ctx.Err() == nil; i++ {
 				key := w.key(rng, time.Since(start))
 				if rng.Float64() < w.PutRatio {
-					w.put(ctx, h, sess, s, key, rng)
+					w.put(ctx, h, writer, sess, s, key, rng)
 				} else {
 					cs = nodes()
 					n := rng.IntN(len(cs))
@@ -115,13 +127,16 @@ func (w Workload) Run(ctx context.Context, h *History, writer *client.Writer, no
 	wg.Wait()
 }
 
-func (w Workload) put(ctx context.Context, h *History, sess *client.Session, s int, key string, rng *rand.Rand) {
+func (w Workload) put(ctx context.Context, h *History, writer Putter, sess *client.Session, s int, key string, rng *rand.Rand) {
 	var opts []client.WriteOption
 	if rng.IntN(2) == 0 {
 		opts = append(opts, client.NoWait())
 	}
 	op := Op{Kind: Put, Session: s, Node: -1, Key: key, Invoke: time.Now()}
-	res, err := sess.Put(ctx, key, []byte(fmt.Sprintf("s%d@%s", s, op.Invoke.Format(time.RFC3339Nano))), opts...)
+	res, err := writer.Put(ctx, key, []byte(fmt.Sprintf("s%d@%s", s, op.Invoke.Format(time.RFC3339Nano))), opts...)
+	if err == nil {
+		sess.Observe(key, res.Version)
+	}
 	op.Complete = time.Now()
 	if err != nil {
 		if ending(ctx) {

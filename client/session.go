@@ -168,6 +168,11 @@ func (s *Session) remember(key string, v uint64) {
 	s.st.mu.Unlock()
 }
 
+// Observe records that the session wrote key at version by other means, such as a service's own
+// write API that returns the version it committed: later reads of key through the session ask
+// for it (read-your-writes), as after Put.
+func (s *Session) Observe(key string, version uint64) { s.remember(key, version) }
+
 // Version returns the newest version of key the session wrote or read, or 0 (also for a key it
 // no longer remembers).
 func (s *Session) Version(key string) uint64 {

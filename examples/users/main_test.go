@@ -33,36 +33,7 @@ func TestAChangeInPostgresIsServedFreshByEveryNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.close()
-	var nodes []*client.Cache
-	for i := range 2 {
-		origin, closeOrigin, err := node.OpenOrigin("http://"+s.addr+"/cache/{key}", node.OriginOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer closeOrigin()
-		n, err := node.New(node.Config{NodeID: fmt.Sprint("n", i), GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: k.Brokers,
-			Topics: []string{topic}, GroupID: testenv.TopicName(t, "l2"), Loader: origin, Logger: log,
-			L2: redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix}, SubscriberMaxWait: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
-		testenv.WaitFor(t, 30*time.Second, func() string {
-			if !n.Ready() {
-				return "node not ready"
-			}
-			return ""
-		})
-		c, err := client.NewCache(n.GRPCAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		nodes = append(nodes, c)
-	}
+	nodes := startNodes(t, s, k, r, topic, 2)
 	write := func(method, name string) uint64 {
 		req, _ := http.NewRequestWithContext(ctx, method, "http://"+s.addr+"/users/42", bytes.NewBufferString(name))
 		resp, err := http.DefaultClient.Do(req)
@@ -112,4 +83,43 @@ func TestAChangeInPostgresIsServedFreshByEveryNode(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// startNodes starts n nodes reading topic, with the service's HTTP endpoint as their origin and
+// Redis r as their L2, and returns clients for them. Everything stops when t ends.
+func startNodes(t *testing.T, s *service, k *testenv.Kafka, r *testenv.Redis, topic string, n int) []*client.Cache {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	group := testenv.TopicName(t, "l2")
+	var nodes []*client.Cache
+	for i := range n {
+		origin, closeOrigin, err := node.OpenOrigin("http://"+s.addr+"/cache/{key}", node.OriginOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = closeOrigin() })
+		nd, err := node.New(node.Config{NodeID: fmt.Sprint("n", i), GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: k.Brokers,
+			Topics: []string{topic}, GroupID: group, Loader: origin, Logger: log,
+			L2: redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix}, SubscriberMaxWait: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nd.Close() })
+		testenv.WaitFor(t, 30*time.Second, func() string {
+			if !nd.Ready() {
+				return "node not ready"
+			}
+			return ""
+		})
+		c, err := client.NewCache(nd.GRPCAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		nodes = append(nodes, c)
+	}
+	return nodes
 }

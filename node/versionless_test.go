@@ -134,4 +134,3 @@ func TestVersionlessHTTPOriginRacingAnEvent(t *testing.T) {
 		t.Fatalf("Get with min_version from a versionless origin: %v, want Unavailable naming the reason", err)
 	}
 }
-

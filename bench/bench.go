@@ -1,6 +1,7 @@
 // Package bench measures cachewire beside its anchors, in one run on one machine: cached reads
 // against a plain Redis GET, propagation against raw kafka-go produce-to-consume, apply rate
-// against a raw kafka-go consume, writer throughput against raw kafka-go produce, L1 memory
+// against a raw kafka-go consume, writer throughput against raw kafka-go produce, the outbox
+// relay against raw kafka-go produce and its commit-to-fresh latency against the writer's, L1 memory
 // against a Go map, and how each grows. cmd/cachebench runs it and writes JSON and the README's
 // Markdown table.
 package bench
@@ -26,7 +27,7 @@ import (
 )
 
 // Scenarios, in the order they run.
-var Scenarios = []string{"read", "propagation", "apply", "writer", "memory", "scaling"}
+var Scenarios = []string{"read", "propagation", "apply", "writer", "outbox", "memory", "scaling"}
 
 // Config configures a run. Every field documents its zero-value default.
 type Config struct {
@@ -34,6 +35,9 @@ type Config struct {
 	Brokers []string
 	// RedisAddr, when set, names a real Redis; otherwise each scenario uses miniredis.
 	RedisAddr string
+	// PostgresDSN (a postgres:// URL) names the PostgreSQL the outbox scenario uses, in a schema
+	// of its own that it drops at the end. If empty, that scenario is skipped.
+	PostgresDSN string
 	// Scenarios to run. If empty, all of Scenarios.
 	Scenarios []string
 	// Duration of each timed step. If zero, 5 seconds.
@@ -80,7 +84,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	start := time.Now()
 	steps := map[string]func(context.Context) error{
 		"read": r.read, "propagation": r.propagation, "apply": r.apply, "writer": r.writer,
-		"memory": r.memory, "scaling": r.scaling,
+		"outbox": r.outboxBench, "memory": r.memory, "scaling": r.scaling,
 	}
 	for i, s := range cfg.Scenarios {
 		r.progress("[%d/%d] %s", i+1, len(cfg.Scenarios), s)
@@ -130,6 +134,11 @@ func (r *runner) name(base string) string {
 // cluster starts an embedded cluster on the run's Kafka and Redis with its own topic, group and
 // key prefix.
 func (r *runner) cluster(ctx context.Context, nodes, partitions int) (*embedded.Cluster, error) {
+	return r.clusterWith(ctx, nodes, partitions, nil)
+}
+
+// clusterWith is cluster with mod applied to every node's config.
+func (r *runner) clusterWith(ctx context.Context, nodes, partitions int, mod func(int, *node.Config)) (*embedded.Cluster, error) {
 	topic := r.name("events")
 	if len(r.cfg.Brokers) > 0 {
 		if err := topics.Create(ctx, r.cfg.Brokers, topics.Spec{Name: topic, Partitions: partitions}); err != nil {
@@ -139,7 +148,13 @@ func (r *runner) cluster(ctx context.Context, nodes, partitions int) (*embedded.
 	return embedded.Start(embedded.Config{
 		Nodes: nodes, Brokers: r.cfg.Brokers, RedisAddr: r.cfg.RedisAddr, RedisPrefix: r.name("redis") + ":",
 		GroupID: r.name("l2"), Topic: topic, Partitions: partitions, Logger: r.log,
-		Node: func(_ int, c *node.Config) { c.L1.MaxEntries = 1 << 20; c.L1.MaxBytes = 1 << 30 },
+		Node: func(i int, c *node.Config) {
+			c.L1.MaxEntries = 1 << 20
+			c.L1.MaxBytes = 1 << 30
+			if mod != nil {
+				mod(i, c)
+			}
+		},
 	})
 }
 

@@ -20,6 +20,7 @@ func TestSmokeEveryScenario(t *testing.T) {
 		cfg.Brokers = strings.Split(b, ",")
 	}
 	cfg.RedisAddr = os.Getenv(testenv.EnvRedis)
+	cfg.PostgresDSN = os.Getenv(testenv.EnvPostgres) // the outbox scenario is skipped without it
 	var progress bytes.Buffer
 	cfg.Progress = &progress
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -28,7 +29,13 @@ func TestSmokeEveryScenario(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
 	}
-	for _, s := range []string{"cached read", "propagation", "apply rate", "writer", "memory", "scaling"} {
+	want := []string{"cached read", "propagation", "apply rate", "writer", "memory", "scaling"}
+	if cfg.PostgresDSN != "" {
+		want = append(want, "outbox")
+	} else {
+		t.Log("outbox scenario skipped: set " + testenv.EnvPostgres + " (scripts/postgres.sh)")
+	}
+	for _, s := range want {
 		found := false
 		for _, r := range rep.Rows {
 			if r.Scenario == s && r.Anchor != "" && r.Cachewire > 0 && r.AnchorVal > 0 {

@@ -73,7 +73,7 @@ func format(v float64, unit string) string {
 	switch unit {
 	case "ns":
 		return round(time.Duration(v)).String()
-	case "ops/s", "events/s", "keys/s", "puts/s":
+	case "ops/s", "events/s", "keys/s", "puts/s", "rows/s":
 		switch {
 		case v >= 1e6:
 			return fmt.Sprintf("%.2f M %s", v/1e6, unit)

@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.SetOutput(stderr)
 	fs.Var(&brokers, "kafka-brokers", "a real Kafka to measure against (default: in-process kfake)")
 	fs.StringVar(&cfg.RedisAddr, "redis-addrs", "", "a real Redis to measure against (default: in-process miniredis)")
+	fs.StringVar(&cfg.PostgresDSN, "postgres-dsn", "", "a PostgreSQL (postgres:// URL) for the outbox scenario, which is skipped without it (scripts/postgres.sh dsn)")
 	fs.Var(&scenarios, "scenarios", "comma-separated subset of "+strings.Join(bench.Scenarios, ",")+" (default: all)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each timed step")
 	fs.BoolVar(&cfg.Smoke, "smoke", false, "tiny counts: a seconds-long run that proves the tool works (numbers mean nothing)")

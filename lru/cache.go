@@ -92,7 +92,7 @@ type Item struct {
 // FillToken is taken before a load begins (BeginFill) and handed to Fill, which rejects the fill
 // if the tier forgot a young version, or was flushed, in between, or if an EVICT of the key was
 // applied in between (the load may carry the value it dropped).
-type FillToken struct{ fence, evicts uint64 }
+type FillToken struct{ fence, evicts, gens uint64 }
 
 // Lease is what the tier held for a key when a load from a versionless origin began (Meta's
 // leases): an origin that cannot say which version it returned. Taken before the origin is read,
@@ -163,13 +163,15 @@ func (c *Cache) State(key string) invalidation.State {
 func (c *Cache) BeginFill() FillToken {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return FillToken{fence: c.c.fence, evicts: c.c.evicts}
+	return FillToken{fence: c.c.fence, evicts: c.c.evicts, gens: c.c.gens}
 }
 
-// Fill stores value at version for key, as read from a slower tier or the origin by a load that
-// began when tok was taken. It reports whether the fill was accepted: it is rejected when the tier
-// has seen a newer version of key, or when it forgot a young version (or was flushed) since tok. A value too large for the tier is not stored, but its version is
-// kept as a tombstone.
+// Fill stores value at version for key, as read from a slower tier by a load that began when tok
+// was taken. It reports whether the fill was accepted: it is rejected when the tier has seen a
+// newer version of key, or when it forgot a young version (or was flushed) since tok, and while
+// the key holds an answer from a versionless origin (or the young tombstone it left), which may be
+// newer than any version says. A value too large for the tier is not stored, but its version is
+// kept as a tombstone. An answer read from the origin is recorded with Keep.
 func (c *Cache) Fill(key string, version uint64, value []byte, tok FillToken) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -240,14 +242,20 @@ func (c *Cache) FillMissing(key string, version uint64, tok FillToken) bool {
 
 // FillVersionless is Fill (or with missing, FillMissing) for an answer a versionless origin gave,
 // read from a slower tier that stored it under a lease at version: it is at least that new, so a
-// later event evicts it rather than refreshing it with the event's value, which may be older.
-func (c *Cache) FillVersionless(key string, version uint64, value []byte, missing bool, tok FillToken) bool {
+// later event evicts it rather than refreshing it with the event's value, which may be older. It
+// may replace a versionless answer stored before tok was taken, never one stored after. It
+// returns a lease on what it stored, for Leased.
+func (c *Cache) FillVersionless(key string, version uint64, value []byte, missing bool, tok FillToken) (Lease, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if missing {
 		value = nil
 	}
-	return c.c.fill(key, version, value, missing, true, tok)
+	if !c.c.fill(key, version, value, missing, true, tok) {
+		return Lease{}, false
+	}
+	st, gen := c.c.held(key)
+	return Lease{tok: tok, state: st, gen: gen}, true
 }
 
 // Apply applies one change event under policy p and returns what it did. e must be valid

@@ -118,7 +118,7 @@ func (c *core) onValueEvicted(key string, e entry) {
 		// Forgetting a version learned recently could let a slow fill of an older version in:
 		// keep the version as a tombstone until it is old.
 		if now := c.now(); c.young(e.storedAt, now) {
-			c.putTomb(key, tomb{version: e.version, storedAt: e.storedAt})
+			c.putTomb(key, tomb{version: e.version, storedAt: e.storedAt, leased: e.leased})
 		}
 	}
 }
@@ -276,12 +276,12 @@ func (c *core) fillLeased(key string, l Lease, value []byte, negative bool) (Lea
 	return Lease{tok: l.tok, state: st, gen: gen}, true
 }
 
-// leasedTomb reports whether key's tombstone was left by evicting a versionless answer: a value
-// read at its version or above from a slower tier (an event's value, written there) may be older
-// than the answer that was served, so only another versionless answer may fill the key.
-func (c *core) leasedTomb(key string) bool {
-	if _, ok := c.values.Peek(key); ok {
-		return false
+// leasedHeld reports whether key holds a versionless answer, or a young tombstone it left: a
+// value read from a slower tier at its version or above (an event's value, written there) may be
+// older than the answer that was served, so only another versionless answer may fill the key.
+func (c *core) leasedHeld(key string) bool {
+	if e, ok := c.values.Peek(key); ok {
+		return e.leased
 	}
 	t, ok := c.tombs.Peek(key)
 	return ok && t.leased && c.young(t.storedAt, c.now())
@@ -354,8 +354,22 @@ func (c *core) set(key string, version uint64, value []byte, negative, leased bo
 // A value dropped by an EVICT keeps its version, which a fill may equal; so a fill of the key
 // whose load began before the EVICT is refused too, whatever its version and whatever the tier
 // held when the EVICT came: it may carry the dropped value (see mark).
+//
+// An answer from a versionless origin held for the key (or the tombstone it left) is at least
+// its version, maybe much newer, so an answer whose load began before it was stored is refused
+// too: it may be older than what was served.
 func (c *core) admits(key string, version uint64, tok FillToken) bool {
-	return tok.fence == c.fence && invalidation.AcceptFill(c.state(key), version) && !c.evictedSince(key, tok)
+	return tok.fence == c.fence && invalidation.AcceptFill(c.state(key), version) && !c.evictedSince(key, tok) && !c.leasedSince(key, tok)
+}
+
+// leasedSince reports whether key's value, or its young tombstone, came from a versionless
+// answer stored after tok was taken.
+func (c *core) leasedSince(key string, tok FillToken) bool {
+	if e, ok := c.values.Peek(key); ok {
+		return e.leased && e.gen > tok.gens
+	}
+	t, ok := c.tombs.Peek(key)
+	return ok && t.leased && t.gen > tok.gens && c.young(t.storedAt, c.now())
 }
 
 // keep stores an answer about to be served, as fill does, and reports whether it may be served:
@@ -373,7 +387,7 @@ func (c *core) keep(key string, version uint64, value []byte, negative bool, tok
 }
 
 func (c *core) fill(key string, version uint64, value []byte, negative, leased bool, tok FillToken) bool {
-	if !c.admits(key, version, tok) || (!leased && c.leasedTomb(key)) {
+	if !c.admits(key, version, tok) || (!leased && c.leasedHeld(key)) {
 		c.staleFills++
 		return false
 	}
@@ -395,7 +409,7 @@ func (c *core) store(key string, version uint64, value []byte, negative, leased 
 		return true
 	}
 	c.removeValue(key, rInvalidated)
-	c.putTomb(key, tomb{version: version, storedAt: c.now()})
+	c.putTomb(key, tomb{version: version, storedAt: c.now(), leased: leased})
 	return false
 }
 

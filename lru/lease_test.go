@@ -116,7 +116,7 @@ func TestEventEvictsALeasedAnswer(t *testing.T) {
 					if _, ok := c.FillLeased("k", c.BeginLease("k", c.BeginFill()), []byte("v6"), false); !ok {
 						t.Fatal("fill refused")
 					}
-				} else if !c.FillVersionless("k", 1, []byte("v6"), false, c.BeginFill()) {
+				} else if _, ok := c.FillVersionless("k", 1, []byte("v6"), false, c.BeginFill()); !ok {
 					t.Fatal("fill refused")
 				}
 				if a := c.Apply(upsert("k", 2, "v2"), p); a != invalidation.Evict {

@@ -58,7 +58,7 @@ type Config struct {
 	// found=false and the application calls Set.
 	Loader Loader
 	// LoaderTimeout bounds one origin load. If zero, it defaults to 5 seconds. It must be shorter
-	// than L1.TombstoneTTL and L2.TombstoneTTL.
+	// than L1.TombstoneTTL and L2.TombstoneTTL, and not longer than L2.TTL and L2.NegativeTTL.
 	LoaderTimeout time.Duration
 	// MaxStaleness is how long after a partition was last caught up with the log end the node
 	// still trusts its tiers for keys on it. Beyond it, reads go to the origin, or come back with
@@ -161,6 +161,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("node: max staleness %v must be shorter than the L1 tombstone TTL %v (--max-staleness, --l1-tombstone-ttl)", c.MaxStaleness, tomb)
 	case c.L2.TombstoneTTL != 0 && c.LoaderTimeout >= c.L2.TombstoneTTL:
 		return fmt.Errorf("node: loader timeout %v must be shorter than the L2 tombstone TTL %v (--loader-timeout, --redis-tombstone-ttl)", c.LoaderTimeout, c.L2.TombstoneTTL)
+	case c.L2.NegativeTTL != 0 && c.LoaderTimeout > c.L2.NegativeTTL, c.L2.TTL != 0 && c.LoaderTimeout > c.L2.TTL:
+		// An entry written to Redis and expired within one load would give the key back the
+		// entry (none) a versionless answer's lease noted when the load began.
+		return fmt.Errorf("node: loader timeout %v must not be longer than the L2 TTL %v or negative TTL %v (--loader-timeout, --redis-ttl, --redis-negative-ttl)", c.LoaderTimeout, c.L2.TTL, c.L2.NegativeTTL)
 	case c.MaxBatch < 0 || c.MaxInFlight < 0 || c.MaxRecvMsgBytes < 0:
 		return errors.New("node: MaxBatch, MaxInFlight and MaxRecvMsgBytes must not be negative")
 	case c.MaxStaleness < 0 || c.LoaderTimeout < 0 || c.DrainDelay < 0:

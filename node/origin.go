@@ -93,8 +93,10 @@ func (g *grpcOrigin) Load(ctx context.Context, key string) (Loaded, error) {
 	if err != nil {
 		return Loaded{}, err
 	}
-	if resp.GetFound() && resp.GetVersion() == 0 {
-		return Loaded{Value: resp.GetValue(), Found: true, Versionless: true}, nil
+	if resp.GetVersion() == 0 {
+		// Version 0 is "unknown" (origin.proto): found, or not found without saying when the
+		// key was deleted.
+		return Loaded{Value: resp.GetValue(), Found: resp.GetFound(), Versionless: true}, nil
 	}
 	return Loaded{Value: resp.GetValue(), Version: resp.GetVersion(), Found: resp.GetFound()}, nil
 }

@@ -146,13 +146,14 @@ func (n *Node) get(ctx context.Context, key string, minVersion uint64) (loaded, 
 // keep records in L1 an answer about to be served and reports whether it may be served (see
 // lru.Cache.Keep). An origin answer that Redis did not store opens a gap there for the key.
 func (n *Node) keep(key string, r loaded) bool {
-	if r.versionless {
-		// Filled under a lease, which also took care of Redis: served only while L1 still holds
-		// this very answer (another versionless answer at the same version may be newer).
+	if r.versionless || r.leasedL2 {
+		// A versionless answer, filled under a lease (which also took care of Redis) or read from
+		// Redis: served only while L1 still holds this very answer (another versionless answer
+		// at the same version may be newer).
 		return n.l1.Leased(key, r.lease)
 	}
 	var ok bool
-	if r.tier == pb.Tier_TIER_L1 || r.leasedL2 {
+	if r.tier == pb.Tier_TIER_L1 {
 		ok = n.l1.Admits(key, r.version, r.tok)
 	} else {
 		ok = n.l1.Keep(key, r.version, r.value, !r.found, r.tok)
@@ -293,9 +294,10 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 		return loaded{}, false
 	}
 	var ok bool
+	var lease lru.Lease
 	switch {
 	case e.Leased:
-		ok = n.l1.FillVersionless(key, e.Version, e.Value, e.Missing, tok)
+		lease, ok = n.l1.FillVersionless(key, e.Version, e.Value, e.Missing, tok)
 	case e.Missing:
 		ok = n.l1.FillMissing(key, e.Version, tok)
 	default:
@@ -307,7 +309,7 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 		return loaded{}, false
 	}
 	n.m.l2Hit.Inc()
-	return loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, freshAsOf: asOf, leasedL2: e.Leased}, true
+	return loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, freshAsOf: asOf, leasedL2: e.Leased, lease: lease}, true
 }
 
 // fill stores a value read from the origin (or given to Set) in both tiers, each under its
@@ -315,11 +317,11 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 // Neither tier takes it when L1 already refuses it as stale: a Redis that lost its tombstones (a
 // new epoch) would otherwise take a version older than this node knows.
 func (n *Node) fill(ctx context.Context, key string, version uint64, value []byte, tok lru.FillToken, l2tok redistier.FillToken) (ok, inL2 bool) {
-	if !n.l1.Admits(key, version, tok) {
+	if !n.l1.Keep(key, version, value, false, tok) {
 		n.m.staleFillL1.Inc()
 		return false, false
 	}
-	ok = n.l1.Fill(key, version, value, tok) // false only if too large for L1
+	ok = true
 	inL2 = n.fillL2(ctx, key, version, func(tok redistier.FillToken) (bool, error) {
 		return n.l2.Fill(ctx, tok, key, version, value)
 	}, l2tok)
@@ -329,11 +331,10 @@ func (n *Node) fill(ctx context.Context, key string, version uint64, value []byt
 // fillMissing caches, in both tiers, that the origin has no value for key at version, and
 // reports whether Redis holds it (or a newer version).
 func (n *Node) fillMissing(ctx context.Context, key string, version uint64, tok lru.FillToken, l2tok redistier.FillToken) (inL2 bool) {
-	if !n.l1.Admits(key, version, tok) {
+	if !n.l1.Keep(key, version, nil, true, tok) {
 		n.m.staleFillL1.Inc()
 		return false
 	}
-	n.l1.FillMissing(key, version, tok)
 	return n.fillL2(ctx, key, version, func(tok redistier.FillToken) (bool, error) {
 		return n.l2.FillMissing(ctx, tok, key, version)
 	}, l2tok)

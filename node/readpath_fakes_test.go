@@ -186,7 +186,9 @@ func (m *memL2) Fill(_ context.Context, tok redistier.FillToken, key string, ver
 }
 
 // BeginLease and FillLeased follow the script's "lease" mode: a compare-and-set of the whole
-// entry, stored at its version.
+// entry, stored at its version. The script compares the entry's bytes, this fake a number every
+// write renews; they differ only when a write puts back the very same bytes (the same data), as
+// drops cannot (their nonce).
 func (m *memL2) BeginLease(_ context.Context, key string) (redistier.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

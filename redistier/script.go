@@ -52,7 +52,9 @@ const (
 // after the epoch: while it lives, events above it leave marked tombstones too, and no event's
 // value is written for the key (refresh-all), lest it be older than the answer that was served.
 // A drop leaves the same marked tombstone at the version held (0 over nothing), whatever was
-// held (an EVICT's tombstone keeps its x, and gets the l after it; an EVICT keeps an l): a node whose versionless answer Redis did not take drops what Redis holds instead, as
+// held (an EVICT's tombstone keeps its x, and gets the l after it; an EVICT keeps an l), then
+// '#' and ARGV[5], a nonce: a drop always changes the entry, so that a lease taken before it
+// (on a tombstone a drop would otherwise write again byte for byte) is refused: a node whose versionless answer Redis did not take drops what Redis holds instead, as
 // it may be older than that answer.
 //
 // It returns -1 when the epoch differs, 0 when nothing changed (stale fill, fill of an evicted
@@ -91,7 +93,7 @@ if ARGV[2] == 'drop' then
     local rem = redis.call('PTTL', KEYS[1])
     if rem > ttl then ttl = rem end
   end
-  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8] .. mark, 'PX', ttl)
+  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8] .. mark .. '#' .. ARGV[5], 'PX', ttl)
   return 1
 end
 if ARGV[2] == 'lease' then

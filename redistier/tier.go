@@ -2,7 +2,9 @@ package redistier
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -406,7 +408,7 @@ func (t *Tier) Drop(ctx context.Context, key string) error {
 			return err
 		}
 		n, err := applyScript.Run(ctx, t.rdb, []string{t.Key(key), t.epochKeys[i]},
-			versionArg(0), "drop", "", "", nil, ms(t.cfg.TTL), ms(t.cfg.TombstoneTTL), epoch).Int()
+			versionArg(0), "drop", "", "", newNonce(), ms(t.cfg.TTL), ms(t.cfg.TombstoneTTL), epoch).Int()
 		if err != nil {
 			return t.after(ctx, err)
 		}
@@ -418,6 +420,13 @@ func (t *Tier) Drop(ctx context.Context, key string) error {
 		}
 	}
 	return ErrEpochChanged
+}
+
+// newNonce returns 16 random hex characters.
+func newNonce() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Ping checks that Redis answers.

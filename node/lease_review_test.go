@@ -282,7 +282,7 @@ func TestLeaseReviewTwoNodesDropThenOlderLeaseFill(t *testing.T) {
 	a.Node.l2, bn.Node.l2 = newTier(), newTier()
 	bn.origin = a.origin
 	bn.Node.cfg.Loader = a.origin
-	bn.Node.leaseL2.Store(true) // B has seen versionless answers before; A has just started
+	bn.Node.leaseL2.Store(true)                       // B has seen versionless answers before; A has just started
 	if err := bn.Node.l2.Drop(ctx, "k"); err != nil { // left by an earlier drop
 		t.Fatal(err)
 	}

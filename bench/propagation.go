@@ -47,7 +47,9 @@ func (r *runner) propagation(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) propagateRounds(ctx context.Context, c *embedded.Cluster, rounds int) (Latencies, error) {
+// propagateRounds measures, per round, from a Put's return (with opts: by default once Kafka
+// acked its event) until every node serves it.
+func (r *runner) propagateRounds(ctx context.Context, c *embedded.Cluster, rounds int, opts ...client.WriteOption) (Latencies, error) {
 	w, err := client.NewWriter(c.WriterAddr, client.WithTimeout(10*time.Second))
 	if err != nil {
 		return nil, err
@@ -80,7 +82,7 @@ func (r *runner) propagateRounds(ctx context.Context, c *embedded.Cluster, round
 	last := time.Now()
 	for i := range rounds {
 		key := "p:" + strconv.Itoa(i%keys)
-		wr, err := w.Put(ctx, key, value)
+		wr, err := w.Put(ctx, key, value, opts...)
 		if err != nil {
 			return nil, err
 		}

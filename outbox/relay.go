@@ -301,13 +301,16 @@ func (r *Relay) session(ctx context.Context) error {
 		h.Write([]byte("cachewire_outbox:" + schema))
 		key = int64(h.Sum64())
 	}
-	for {
+	for standby := false; ; standby = true {
 		var got bool
 		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil {
 			return fmt.Errorf("advisory lock: %w", err)
 		}
 		if got {
 			break
+		}
+		if !standby {
+			r.log.Info("standby: another relay holds this outbox's lock and publishes; taking over when it stops", "lock", key, "poll_interval", r.cfg.PollInterval)
 		}
 		if !retry.Sleep(ctx, r.cfg.PollInterval) {
 			return ctx.Err()

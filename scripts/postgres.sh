@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs a PostgreSQL server (Debian's postgresql package, installed when missing) as the non-root
-# user postgres, with its data in a temp dir and listening on loopback only, for the real-services
+# user postgres, with its data under /tmp and listening on loopback only, for the real-services
 # test suite. Trust authentication on loopback: a test server, never a production one.
 #
-#   scripts/postgres.sh start | stop | restart | status | version | dsn
+#   scripts/postgres.sh start | stop | restart | reset | status | version | dsn
+#
+# The data stays in the state dir across stop and start; reset stops the server and deletes it.
 #
 # Environment: CACHEWIRE_POSTGRES_PORT (default 15432), CACHEWIRE_STATE_DIR (default
 # /tmp/cachewire-services). Tests read CACHEWIRE_TEST_POSTGRES, the DSN `dsn` prints.
@@ -68,8 +70,9 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
+  reset) stop; rm -rf "$state"; echo "postgres.sh: data removed ($state)" ;;
   status) running ;;
   version) version ;;
   dsn) dsn ;;
-  *) echo "usage: $0 start|stop|restart|status|version|dsn" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|reset|status|version|dsn" >&2; exit 2 ;;
 esac

@@ -151,6 +151,10 @@ func cmdTail(ctx context.Context, g *globals, args []string) int {
 	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{
 		Brokers: g.brokers, Topics: []string{g.topic}, FromBeginning: fromBeginning, MaxWait: 100 * time.Millisecond,
 		Logger: quietLogger(g.errOut),
+		OnInvalid: func(_ string, partition int, offset int64, err error) {
+			// Said, not dropped: a dead-letter topic, say, holds records that are not events.
+			fmt.Fprintf(g.errOut, "cachectl tail: p%d@%d is not a change event, skipped: %v\n", partition, offset, err)
+		},
 		Sink: invalidation.SinkFuncs{
 			Apply: func(_ string, partition int, evs []invalidation.Event) {
 				for _, e := range evs {

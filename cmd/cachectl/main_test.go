@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"google.golang.org/grpc/codes"
 
 	"github.com/cachewire/cachewire/client"
 	"github.com/cachewire/cachewire/embedded"
+	"github.com/cachewire/cachewire/internal/topics"
 )
 
 var (
@@ -306,5 +308,26 @@ func TestLegacyEnvironmentStillWorks(t *testing.T) {
 	code, _, errOut := ctlIn(t, env, "", "health")
 	if code != 0 || !strings.Contains(errOut, "CACHEWIRE_NODE is deprecated") || !strings.Contains(errOut, "CACHEWIRE_CTL_NODE") {
 		t.Fatalf("health with CACHEWIRE_NODE = %d %q, want it to work with a warning", code, errOut)
+	}
+}
+
+// TestTailSaysWhatIsNotAnEvent: a record that is not a change event (a dead-letter topic's JSON,
+// say) is reported on stderr, not skipped without a word.
+func TestTailSaysWhatIsNotAnEvent(t *testing.T) {
+	c := cluster(t)
+	topic := "ctl-not-events"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := topics.Create(ctx, c.Brokers, topics.Spec{Name: topic, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(c.Brokers...), Topic: topic, Transport: &kafka.Transport{}}
+	defer w.Close()
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("k"), Value: []byte(`{"seq":7,"error":"key is empty"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := ctl(t, "--topic", topic, "tail", "--from-beginning", "--until-end")
+	if code != 0 || out != "" || !strings.Contains(errOut, "p0@0 is not a change event") {
+		t.Fatalf("tail = %d %q %q, want the record reported on stderr", code, out, errOut)
 	}
 }

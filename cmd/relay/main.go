@@ -64,7 +64,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.IntVar(&o.cfg.Batch, "batch", 500, "most rows published at once")
 	fs.DurationVar(&o.cfg.PollInterval, "poll-interval", time.Second, "how often to look for rows without a notification, and how often a standby tries to take over")
 	fs.Int64Var(&o.cfg.LockKey, "lock-key", 0, "advisory lock shared by the relays of one outbox (default: a hash of the schema's name)")
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9092", "HTTP listen address for /metrics and /healthz (\"-\" disables)")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9095", "HTTP listen address for /metrics and /healthz (\"-\" disables)")
 	fs.BoolVar(&o.apply, "apply-schema", false, "create the outbox tables and trigger at start when missing")
 	fs.BoolVar(&o.printSchema, "print-schema", false, "print the outbox's SQL schema and exit")
 	fs.BoolVar(&o.check, "check-config", false, "validate the flags, then exit (0 when valid) without connecting")

@@ -81,7 +81,7 @@ func TestCheckerWorkloadThroughTheService(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	topic := testenv.TopicName(t, "users")
-	s, err := start(ctx, p.DSN, k.Brokers, topic, "127.0.0.1:0", slog.New(slog.DiscardHandler))
+	s, err := start(ctx, p.DSN, k.Brokers, topic, "127.0.0.1:0", true, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,8 @@
 //   - PUT /users/{id} (body: the name) and DELETE /users/{id} change a row and, in the same
 //     transaction, enqueue the change event (package outbox). The answer is {"key", "version"}:
 //     pass the version as min_version to read your own write through any node.
-//   - An outbox.Relay in the same process publishes the events to Kafka (run cmd/relay instead
-//     for a service in another language).
+//   - An outbox.Relay in the same process publishes the events to Kafka (--relay=false when
+//     cmd/relay publishes them instead, as it would for a service in another language).
 //   - GET /cache/{key} is the node's origin (cachenode --origin http://HOST/cache/{key}): the value
 //     with its version in the Cachewire-Version header; 404, with the deletion's version, for a
 //     deleted user.
@@ -65,6 +65,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	fs.Var(&brokers, "kafka-brokers", "Kafka bootstrap addresses (required)")
 	topic := fs.String("topic", "users.events", "topic the change events go to (created when missing)")
 	httpAddr := fs.String("http-addr", "127.0.0.1:8081", "HTTP listen address of the API and the origin endpoint")
+	withRelay := fs.Bool("relay", true, "run the outbox relay in this process; false when cmd/relay publishes the outbox instead (both would share one lock: one publishes, the other waits)")
 	check := fs.Bool("check-config", false, "validate the flags, then exit (0 when valid) without connecting")
 	env := flagenv.Command{Prefix: "USERS_"}
 	if err := env.Parse(fs, args, getenv); err != nil {
@@ -91,7 +92,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	s, err := start(ctx, *dsn, brokers, *topic, *httpAddr, log)
+	s, err := start(ctx, *dsn, brokers, *topic, *httpAddr, *withRelay, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -109,8 +110,9 @@ type service struct {
 	closed chan struct{}
 }
 
-// start applies the schema, creates the topic, and starts the relay and the HTTP server.
-func start(ctx context.Context, dsn string, brokers []string, topic, httpAddr string, log *slog.Logger) (*service, error) {
+// start applies the schema, creates the topic, and starts the HTTP server and, with withRelay,
+// the relay.
+func start(ctx context.Context, dsn string, brokers []string, topic, httpAddr string, withRelay bool, log *slog.Logger) (*service, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, err
@@ -127,11 +129,14 @@ func start(ctx context.Context, dsn string, brokers []string, topic, httpAddr st
 		db.Close()
 		return nil, err
 	}
-	relay, err := outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: brokers, Topic: topic, Source: "users", Logger: log,
-		PollInterval: 200 * time.Millisecond})
-	if err != nil {
-		db.Close()
-		return nil, err
+	var relay *outbox.Relay
+	if withRelay {
+		relay, err = outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: brokers, Topic: topic, Source: "users", Logger: log,
+			PollInterval: 200 * time.Millisecond})
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	lis, err := net.Listen("tcp", httpAddr)
 	if err != nil {
@@ -145,7 +150,12 @@ func start(ctx context.Context, dsn string, brokers []string, topic, httpAddr st
 	mux.HandleFunc("GET /cache/{key}", s.origin)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.srv.Serve(lis) }()
-	go func() { defer close(s.closed); _ = relay.Run(context.Background()) }()
+	go func() {
+		defer close(s.closed)
+		if relay != nil {
+			_ = relay.Run(context.Background())
+		}
+	}()
 	log.Info("users service ready", "http", s.addr, "topic", topic,
 		"origin", "http://"+s.addr+"/cache/{key}")
 	return s, nil
@@ -155,7 +165,9 @@ func (s *service) close() {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.srv.Shutdown(sctx)
-	s.relay.Close()
+	if s.relay != nil {
+		s.relay.Close()
+	}
 	<-s.closed
 	s.db.Close()
 }

@@ -28,7 +28,7 @@ func TestAChangeInPostgresIsServedFreshByEveryNode(t *testing.T) {
 	defer cancel()
 	topic := testenv.TopicName(t, "users")
 	log := slog.New(slog.DiscardHandler)
-	s, err := start(ctx, p.DSN, k.Brokers, topic, "127.0.0.1:0", log)
+	s, err := start(ctx, p.DSN, k.Brokers, topic, "127.0.0.1:0", true, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,8 @@ type GroupApplierConfig struct {
 	Applier BatchApplier
 	// Limits validate events; invalid ones are skipped. Zero fields take the package defaults.
 	Limits Limits
+	// Formats says how each topic's records are decoded (protobuf unless it says otherwise).
+	Formats Formats
 	// MaxBatch is the most events applied (and committed) at once. If zero, it defaults to 500.
 	MaxBatch int
 	// Linger is how long a batch waits for more events after the first. If zero, it defaults to
@@ -202,7 +204,7 @@ func (g *GroupApplier) Run(ctx context.Context) error {
 		}
 		cancel()
 		for _, m := range msgs {
-			e, err := Decode(m.Value, g.cfg.Limits)
+			e, err := g.cfg.Formats.Decode(m, g.cfg.Limits)
 			if err != nil {
 				g.bad(ctx, m, err)
 				continue

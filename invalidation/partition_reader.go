@@ -100,7 +100,8 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			if err != nil {
 				break
 			}
-			e, err := Decode(m.Value, s.cfg.Limits)
+			m.Topic = tp.topic
+			e, err := s.cfg.Formats.Decode(m, s.cfg.Limits)
 			if err != nil {
 				s.bad(ctx, log, m, err)
 				continue

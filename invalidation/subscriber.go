@@ -52,6 +52,9 @@ type SubscriberConfig struct {
 	Sink Sink
 	// Limits validate events; invalid ones are skipped. Zero fields take the package defaults.
 	Limits Limits
+	// Formats says how each topic's records are decoded (protobuf unless it says otherwise; a
+	// record's contentType header wins).
+	Formats Formats
 	// MaxWait is how long one fetch waits for new events. It also sets how often an idle
 	// partition confirms that it is caught up. If zero, it defaults to 250 ms.
 	MaxWait time.Duration

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/cachewire/cachewire/internal/serving"
@@ -34,6 +35,9 @@ type Config struct {
 	Brokers []string
 	// Topics are the event topics whose keys this node caches. Required.
 	Topics []string
+	// TopicFormats says how each topic's records are decoded: protobuf ChangeEvents unless it
+	// names the topic (invalidation.Formats); a record's contentType header wins over it.
+	TopicFormats invalidation.Formats
 	// InvalidateTopic receives the INVALIDATE events that the Invalidate RPC publishes. If empty,
 	// it defaults to the first of Topics.
 	InvalidateTopic string
@@ -112,6 +116,11 @@ func (c *Config) validate() error {
 	}
 	if len(c.Topics) == 0 {
 		return errors.New("node: no topics (--topics)")
+	}
+	for topic := range c.TopicFormats {
+		if !slices.Contains(c.Topics, topic) {
+			return fmt.Errorf("node: a format is set for topic %q, which is not among the topics read %v (--topic-formats, --topics)", topic, c.Topics)
+		}
 	}
 	if c.InvalidateTopic == "" {
 		c.InvalidateTopic = c.Topics[0]

@@ -116,7 +116,7 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.l2 = tier
 		n.group, err = invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
-			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits,
+			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits, Formats: cfg.TopicFormats,
 			Logger: n.log, Dialer: dialer, DeadLetterTopic: cfg.DeadLetterTopic,
 			Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 				_, _, err := n.l2.ApplyBatch(ctx, events, cfg.Policy)
@@ -128,7 +128,7 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 	n.sub, err = invalidation.NewSubscriber(invalidation.SubscriberConfig{
-		Brokers: cfg.Brokers, Topics: cfg.Topics, Limits: cfg.Limits, Logger: n.log,
+		Brokers: cfg.Brokers, Topics: cfg.Topics, Limits: cfg.Limits, Formats: cfg.TopicFormats, Logger: n.log,
 		MaxWait: cfg.SubscriberMaxWait, Dialer: dialer,
 		OnInvalid: func(string, int, int64, error) { n.m.evInvalid.Inc() },
 		Sink:      invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},

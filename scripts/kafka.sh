@@ -9,6 +9,8 @@
 #   scripts/kafka.sh status    exit 0 when running
 #   scripts/kafka.sh version   print the broker version read from its log
 #   scripts/kafka.sh pid       print the broker JVM's pid
+#   scripts/kafka.sh classpath fetch jars if needed, print a Java classpath with kafka-clients (for
+#                              the Java producer examples)
 #
 # Environment: CACHEWIRE_KAFKA_PORT (default 19092; the controller listens on port+1),
 # CACHEWIRE_STATE_DIR (default /tmp/cachewire-services), CACHEWIRE_CACHE_DIR (default ~/.cache/cachewire).
@@ -123,5 +125,6 @@ case "${1:-}" in
   status) running ;;
   version) broker_version ;;
   pid) running && cat "$pidfile" ;;
-  *) echo "usage: $0 start|stop|restart|status|version|pid" >&2; exit 2 ;;
+  classpath) fetch_jars >&2; echo "$jars/*" ;;
+  *) echo "usage: $0 start|stop|restart|status|version|pid|classpath" >&2; exit 2 ;;
 esac

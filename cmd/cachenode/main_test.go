@@ -43,6 +43,10 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	if len(c.Brokers) != 2 || len(c.Topics) != 2 || c.MaxStaleness != 2*time.Second || c.Policy != invalidation.EvictOnly || len(c.L2.Addrs) != 1 {
 		t.Fatalf("config = %+v", c)
 	}
+	o, err = parseFlags([]string{"--kafka-brokers=k:1", "--topics=a,b", "--topic-formats=b=json,a=protobuf"}, func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil || o.cfg.TopicFormats["b"] != invalidation.FormatJSON || o.cfg.TopicFormats["a"] != invalidation.FormatProtobuf {
+		t.Fatalf("--topic-formats: %+v, %v", o.cfg.TopicFormats, err)
+	}
 }
 
 func TestBadFlagsExitTwoWithAClearMessage(t *testing.T) {
@@ -58,6 +62,9 @@ func TestBadFlagsExitTwoWithAClearMessage(t *testing.T) {
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--grpc-addr=:notaport"}, `--grpc-addr ":notaport": port "notaport"`},
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--max-staleness=0"}, "--max-staleness 0s: want a duration above zero"},
 		{[]string{"--check-config", "--kafka-brokers=k", "--topics=t"}, `--kafka-brokers "k": want host:port`},
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--topic-formats=t=avro"}, `--topic-formats: t: invalidation: unknown format "avro"`},
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--topic-formats=json"}, `--topic-formats: "json" is not TOPIC=FORMAT`},
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--topic-formats=u=json"}, `a format is set for topic "u", which is not among the topics read`},
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--http-addr=localhost"}, "--http-addr"},
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--l1-max-bytes=0", "--drain-delay=-1s"}, "--l1-max-bytes 0: want at least 1"},
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--drain-delay=-1s"}, "--drain-delay -1s: must not be negative"},

@@ -1,0 +1,210 @@
+package invalidation
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Format is how the records of a topic encode change events.
+type Format int8
+
+// Formats a topic can be read as.
+const (
+	// FormatProtobuf: a cachewire.v1.ChangeEvent (proto/cachewire/v1/event.proto). The default.
+	FormatProtobuf Format = iota
+	// FormatJSON: the JSON form of a change event (DecodeJSON), what Spring Cloud Stream's Kafka
+	// binder sends by default.
+	FormatJSON
+)
+
+func (f Format) String() string {
+	switch f {
+	case FormatProtobuf:
+		return "protobuf"
+	case FormatJSON:
+		return "json"
+	}
+	return fmt.Sprintf("format(%d)", int8(f))
+}
+
+// ParseFormat parses "protobuf" (or "proto") and "json".
+func ParseFormat(s string) (Format, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "protobuf", "proto":
+		return FormatProtobuf, nil
+	case "json":
+		return FormatJSON, nil
+	}
+	return 0, fmt.Errorf("invalidation: unknown format %q (want protobuf or json)", s)
+}
+
+// Formats says how each topic's records are decoded; a topic not in it is protobuf. A record's
+// contentType (or content-type) header overrides its topic's format: application/json means
+// JSON, application/x-protobuf (or application/protobuf) means protobuf.
+type Formats map[string]Format
+
+// Decode decodes one record under f and validates it under l. Every error wraps
+// ErrInvalidEvent.
+func (f Formats) Decode(m kafka.Message, l Limits) (Event, error) {
+	format := f[m.Topic]
+	if h, ok := contentType(m.Headers); ok {
+		format = h
+	}
+	if format == FormatJSON {
+		return DecodeJSON(m.Key, m.Value, l)
+	}
+	return Decode(m.Value, l)
+}
+
+// contentType reads the format a record's contentType header names, if it names one. Spring's
+// Kafka binder writes header values as JSON strings ("\"application/json\""): quotes are
+// stripped.
+func contentType(headers []kafka.Header) (Format, bool) {
+	for _, h := range headers {
+		if !strings.EqualFold(h.Key, "contentType") && !strings.EqualFold(h.Key, "content-type") {
+			continue
+		}
+		v := strings.ToLower(strings.Trim(strings.TrimSpace(string(h.Value)), `"`))
+		v, _, _ = strings.Cut(v, ";") // application/json;charset=UTF-8
+		switch strings.TrimSpace(v) {
+		case "application/json":
+			return FormatJSON, true
+		case "application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf":
+			return FormatProtobuf, true
+		}
+	}
+	return 0, false
+}
+
+// jsonEvent is the JSON form of a change event. Unknown fields are ignored.
+type jsonEvent struct {
+	Key         *string           `json:"key"`
+	Version     json.RawMessage   `json:"version"`
+	Op          string            `json:"op"`
+	Value       json.RawMessage   `json:"value"`
+	CommittedAt string            `json:"committed_at"`
+	Source      string            `json:"source"`
+	Trace       map[string]string `json:"trace"`
+}
+
+// DecodeJSON parses the JSON form of a change event and validates it under l. recordKey is the
+// Kafka record's key, which the event's key must equal. Every error wraps ErrInvalidEvent.
+//
+//		{"key": "user:42", "version": 7, "op": "UPSERT", "value": "Ada",
+//		 "committed_at": "2026-11-26T10:00:00Z", "source": "users-service", "trace": {"traceparent": "00-..."}}
+//
+//	  - key: a string, equal to the record key;
+//	  - version: a number or a decimal string, above 0 (absent or 0 for EVICT);
+//	  - op: UPSERT, DELETE, INVALIDATE or EVICT, with or without the OP_ prefix, any case;
+//	  - value: a JSON string becomes its UTF-8 bytes, any other JSON value its compact JSON text;
+//	    absent or null means the event carries no value;
+//	  - committed_at (RFC 3339), source and trace (an object of strings) are optional.
+func DecodeJSON(recordKey, raw []byte, l Limits) (Event, error) {
+	var j jsonEvent
+	d := json.NewDecoder(bytes.NewReader(raw))
+	if err := d.Decode(&j); err != nil {
+		return Event{}, fmt.Errorf("%w: not a JSON change event: %w", ErrInvalidEvent, err)
+	}
+	if d.More() {
+		return Event{}, fmt.Errorf("%w: not a JSON change event: more than one JSON value", ErrInvalidEvent)
+	}
+	if j.Key == nil {
+		return Event{}, fmt.Errorf("%w: JSON change event without a key", ErrInvalidEvent)
+	}
+	e := Event{Key: *j.Key, Source: j.Source, Trace: j.Trace}
+	if string(recordKey) != e.Key {
+		return Event{}, fmt.Errorf("%w: key %q differs from the record key %q (the record key is the cache key, which partitions the topic)", ErrInvalidEvent, e.Key, recordKey)
+	}
+	op := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(j.Op)), "OP_")
+	switch op {
+	case "UPSERT":
+		e.Op = OpUpsert
+	case "DELETE":
+		e.Op = OpDelete
+	case "INVALIDATE":
+		e.Op = OpInvalidate
+	case "EVICT":
+		e.Op = OpEvict
+	default:
+		return Event{}, fmt.Errorf("%w: key %q: op %q (want UPSERT, DELETE, INVALIDATE or EVICT)", ErrInvalidEvent, e.Key, j.Op)
+	}
+	v, err := jsonVersion(j.Version)
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: key %q: version: %w", ErrInvalidEvent, e.Key, err)
+	}
+	e.Version = v
+	if len(j.Value) > 0 && string(j.Value) != "null" {
+		e.HasValue = true
+		if j.Value[0] == '"' {
+			var s string
+			if err := json.Unmarshal(j.Value, &s); err != nil {
+				return Event{}, fmt.Errorf("%w: key %q: value: %w", ErrInvalidEvent, e.Key, err)
+			}
+			e.Value = []byte(s)
+		} else {
+			var b bytes.Buffer
+			if err := json.Compact(&b, j.Value); err != nil {
+				return Event{}, fmt.Errorf("%w: key %q: value: %w", ErrInvalidEvent, e.Key, err)
+			}
+			e.Value = b.Bytes()
+		}
+	}
+	if j.CommittedAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, j.CommittedAt)
+		if err != nil {
+			return Event{}, fmt.Errorf("%w: key %q: committed_at %q is not RFC 3339", ErrInvalidEvent, e.Key, j.CommittedAt)
+		}
+		e.CommittedAt = t
+	}
+	if err := l.Validate(&e); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// jsonVersion reads a version given as a JSON number or a decimal string; absent or null is 0.
+func jsonVersion(raw json.RawMessage) (uint64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	s := string(raw)
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, err
+		}
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, errors.New("want a whole number from 1 to 18446744073709551615, as a JSON number or a decimal string, got " + strconv.Quote(string(raw)))
+	}
+	return v, nil
+}
+
+// EncodeJSON returns the JSON form of e (the value as a JSON string, which must be UTF-8 text).
+// For tests and tools; producers in other languages write the same shape.
+func EncodeJSON(e *Event) ([]byte, error) {
+	j := map[string]any{"key": e.Key, "op": e.Op.String()}
+	if e.Version != 0 {
+		j["version"] = e.Version
+	}
+	if e.HasValue {
+		j["value"] = string(e.Value)
+	}
+	if !e.CommittedAt.IsZero() {
+		j["committed_at"] = e.CommittedAt.UTC().Format(time.RFC3339Nano)
+	}
+	if e.Source != "" {
+		j["source"] = e.Source
+	}
+	if len(e.Trace) > 0 {
+		j["trace"] = e.Trace
+	}
+	return json.Marshal(j)
+}

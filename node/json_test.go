@@ -1,0 +1,119 @@
+package node
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/internal/testenv"
+	"github.com/cachewire/cachewire/invalidation"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+)
+
+// TestJSONEventsRefreshEveryNode: JSON change events, as Spring Cloud Stream's Kafka binder sends
+// them (a contentType header, written as a JSON string), refresh every node holding the key.
+// Malformed JSON is counted, dead-lettered once, and the valid records behind it are applied.
+func TestJSONEventsRefreshEveryNode(t *testing.T) {
+	h := newHarness(t)
+	h.origin.put("user:1", 1, "v1")
+	dlq := h.kafka.CreateTopic(t, "dlq", 1)
+	var nodes []*testNode
+	for range 3 {
+		n := h.start(func(c *Config) { c.DeadLetterTopic = dlq })
+		if r := get(t, n, "user:1", 0); r.Version != 1 {
+			t.Fatalf("setup: %v", r)
+		}
+		nodes = append(nodes, n)
+	}
+	ctx := ctxT(t)
+	w := h.kafka.Writer(t, h.topic)
+	spring := []kafka.Header{{Key: "contentType", Value: []byte(`"application/json"`)}}
+	if err := w.WriteMessages(ctx,
+		kafka.Message{Key: []byte("user:1"), Value: []byte(`{"key":"user:1","version":"2","op":"UPSERT","value":"v2","source":"spring"}`), Headers: spring},
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitServes(t, nodes, "user:1", 2, "v2")
+	if err := w.WriteMessages(ctx,
+		kafka.Message{Key: []byte("user:1"), Value: []byte(`{"key":"user:1","version":`), Headers: spring},
+		kafka.Message{Key: []byte("user:1"), Value: []byte(`{"key":"user:2","version":3,"op":"UPSERT"}`), Headers: spring},
+		kafka.Message{Key: []byte("user:1"), Value: []byte(`{"key":"user:1","version":3,"op":"OP_UPSERT","value":{"name":"v3"}}`), Headers: spring},
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitServes(t, nodes, "user:1", 3, `{"name":"v3"}`)
+	for i, n := range nodes {
+		s, err := n.client.Stats(ctx, &pb.StatsRequest{})
+		if err != nil || s.EventsInvalid != 2 {
+			t.Fatalf("node %d Stats = %v, %v; want the 2 malformed records counted", i, s, err)
+		}
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	// At least once each: a group rebalance between the dead-lettering and the commit (three
+	// members joining) sends a record again.
+	want := map[string]bool{`{"key":"user:1","version":`: false, `{"key":"user:2","version":3,"op":"UPSERT"}`: false}
+	for seen := 0; seen < len(want); {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatalf("dead letters: %v (seen %v)", err, want)
+		}
+		done, ok := want[string(m.Value)]
+		if !ok {
+			t.Fatalf("dead letter %q is not one of the malformed records", m.Value)
+		}
+		if !done {
+			want[string(m.Value)] = true
+			seen++
+		}
+	}
+}
+
+// TestTopicConfiguredAsJSON: on a topic configured as JSON, records need no header; a record
+// whose contentType says protobuf is still read as protobuf (the header wins).
+func TestTopicConfiguredAsJSON(t *testing.T) {
+	h := newHarness(t)
+	h.origin.put("k", 1, "v1")
+	withJSON := func(c *Config) { c.TopicFormats = invalidation.Formats{h.topic: invalidation.FormatJSON} }
+	nodes := []*testNode{h.start(withJSON), h.start(withJSON)}
+	for _, n := range nodes {
+		get(t, n, "k", 0)
+	}
+	ctx := ctxT(t)
+	w := h.kafka.Writer(t, h.topic)
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("k"), Value: []byte(`{"key":"k","version":2,"op":"UPSERT","value":"v2"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	waitServes(t, nodes, "k", 2, "v2")
+	pbv, _ := invalidation.Encode(&invalidation.Event{Key: "k", Version: 3, Op: invalidation.OpUpsert, Value: []byte("v3"), HasValue: true})
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("k"), Value: pbv,
+		Headers: []kafka.Header{{Key: "contentType", Value: []byte("application/x-protobuf")}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitServes(t, nodes, "k", 3, "v3")
+}
+
+// TestTopicFormatsMustNameTopicsRead: a format for a topic the node does not read is a mistake.
+func TestTopicFormatsMustNameTopicsRead(t *testing.T) {
+	_, err := New(Config{NodeID: "n", GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: []string{"127.0.0.1:1"}, Topics: []string{"a"},
+		TopicFormats: invalidation.Formats{"b": invalidation.FormatJSON}})
+	if err == nil || !strings.Contains(err.Error(), `topic "b"`) {
+		t.Fatalf("New = %v, want an error naming topic b", err)
+	}
+}
+
+// waitServes waits until every node serves key at version with value.
+func waitServes(t *testing.T, nodes []*testNode, key string, version uint64, value string) {
+	t.Helper()
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		for i, n := range nodes {
+			if r := get(t, n, key, 0); r.Version != version || string(r.Value) != value {
+				return fmt.Sprintf("node %d serves %q@%d from %s, want %q@%d", i, r.Value, r.Version, r.Tier, value, version)
+			}
+		}
+		return ""
+	})
+}

@@ -22,6 +22,8 @@ const (
 	// FormatJSON: the JSON form of a change event (DecodeJSON), what Spring Cloud Stream's Kafka
 	// binder sends by default.
 	FormatJSON
+	// FormatDebezium: Debezium change events (DecodeDebezium), under the topic's DebeziumMapping.
+	FormatDebezium
 )
 
 func (f Format) String() string {
@@ -30,30 +32,87 @@ func (f Format) String() string {
 		return "protobuf"
 	case FormatJSON:
 		return "json"
+	case FormatDebezium:
+		return "debezium"
 	}
 	return fmt.Sprintf("format(%d)", int8(f))
 }
 
-// ParseFormat parses "protobuf" (or "proto") and "json".
+// ParseFormat parses "protobuf" (or "proto"), "json" and "debezium".
 func ParseFormat(s string) (Format, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "protobuf", "proto":
 		return FormatProtobuf, nil
 	case "json":
 		return FormatJSON, nil
+	case "debezium":
+		return FormatDebezium, nil
 	}
-	return 0, fmt.Errorf("invalidation: unknown format %q (want protobuf or json)", s)
+	return 0, fmt.Errorf("invalidation: unknown format %q (want protobuf, json or debezium)", s)
 }
 
-// Formats says how each topic's records are decoded; a topic not in it is protobuf. A record's
-// contentType (or content-type) header overrides its topic's format: application/json means
-// JSON, application/x-protobuf (or application/protobuf) means protobuf.
-type Formats map[string]Format
+// TopicFormat is how one topic's records are decoded.
+type TopicFormat struct {
+	Format Format
+	// Debezium maps a debezium topic's change events to cache events.
+	Debezium DebeziumMapping
+}
 
-// Decode decodes one record under f and validates it under l. Every error wraps
-// ErrInvalidEvent.
+// ParseTopicFormat parses TOPIC=FORMAT, and for debezium its mapping after semicolons:
+//
+//	users.events=json
+//	pg.public.users=debezium;key=user:{id};version=after.version;value=after
+func ParseTopicFormat(spec string) (string, TopicFormat, error) {
+	topic, rest, ok := strings.Cut(spec, "=")
+	topic = strings.TrimSpace(topic)
+	if !ok || topic == "" {
+		return "", TopicFormat{}, fmt.Errorf("invalidation: %q is not TOPIC=FORMAT", spec)
+	}
+	parts := strings.Split(rest, ";")
+	f, err := ParseFormat(parts[0])
+	if err != nil {
+		return "", TopicFormat{}, fmt.Errorf("%s: %w", topic, err)
+	}
+	tf := TopicFormat{Format: f}
+	for _, opt := range parts[1:] {
+		k, v, ok := strings.Cut(opt, "=")
+		switch k = strings.TrimSpace(k); {
+		case f != FormatDebezium:
+			return "", TopicFormat{}, fmt.Errorf("%s: %s takes no options (%q)", topic, f, opt)
+		case !ok:
+			return "", TopicFormat{}, fmt.Errorf("%s: option %q is not NAME=VALUE", topic, opt)
+		case k == "key":
+			tf.Debezium.Key = v
+		case k == "version":
+			tf.Debezium.Version = v
+		case k == "value":
+			tf.Debezium.Value = v
+		default:
+			return "", TopicFormat{}, fmt.Errorf("%s: unknown debezium option %q (want key, version or value)", topic, k)
+		}
+	}
+	if f == FormatDebezium {
+		if err := tf.Debezium.Validate(); err != nil {
+			return "", TopicFormat{}, fmt.Errorf("%s: %w", topic, err)
+		}
+	}
+	return topic, tf, nil
+}
+
+// Formats says how each topic's records are decoded; a topic not in it is protobuf. On a
+// protobuf or JSON topic, a record's contentType (or content-type) header overrides the format:
+// application/json means JSON, application/x-protobuf (or application/protobuf) protobuf. A
+// debezium topic's records are always Debezium change events.
+type Formats map[string]TopicFormat
+
+// Decode decodes one record under f and validates it under l. A Debezium tombstone gives
+// ErrTombstone (skip it); every other error wraps ErrInvalidEvent.
 func (f Formats) Decode(m kafka.Message, l Limits) (Event, error) {
-	format := f[m.Topic]
+	tf := f[m.Topic]
+	if tf.Format == FormatDebezium {
+		return DecodeDebezium(m.Key, m.Value, tf.Debezium, l)
+	}
+	format := tf.Format
 	if h, ok := contentType(m.Headers); ok {
 		format = h
 	}

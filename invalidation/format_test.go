@@ -86,7 +86,7 @@ func TestFormatsChooseByHeaderThenTopic(t *testing.T) {
 	e := Event{Key: "k", Version: 3, Op: OpUpsert, Value: []byte("v"), HasValue: true}
 	pb, _ := Encode(&e)
 	js, _ := EncodeJSON(&e)
-	f := Formats{"json-topic": FormatJSON}
+	f := Formats{"json-topic": {Format: FormatJSON}}
 	cases := []struct {
 		name, topic string
 		headers     []kafka.Header

@@ -205,6 +205,9 @@ func (g *GroupApplier) Run(ctx context.Context) error {
 		cancel()
 		for _, m := range msgs {
 			e, err := g.cfg.Formats.Decode(m, g.cfg.Limits)
+			if errors.Is(err, ErrTombstone) {
+				continue // a Debezium tombstone: nothing to apply
+			}
 			if err != nil {
 				g.bad(ctx, m, err)
 				continue

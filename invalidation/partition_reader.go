@@ -102,6 +102,9 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			}
 			m.Topic = tp.topic
 			e, err := s.cfg.Formats.Decode(m, s.cfg.Limits)
+			if errors.Is(err, ErrTombstone) {
+				continue // a Debezium tombstone: nothing to apply
+			}
 			if err != nil {
 				s.bad(ctx, log, m, err)
 				continue

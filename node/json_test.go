@@ -77,7 +77,7 @@ func TestJSONEventsRefreshEveryNode(t *testing.T) {
 func TestTopicConfiguredAsJSON(t *testing.T) {
 	h := newHarness(t)
 	h.origin.put("k", 1, "v1")
-	withJSON := func(c *Config) { c.TopicFormats = invalidation.Formats{h.topic: invalidation.FormatJSON} }
+	withJSON := func(c *Config) { c.TopicFormats = invalidation.Formats{h.topic: {Format: invalidation.FormatJSON}} }
 	nodes := []*testNode{h.start(withJSON), h.start(withJSON)}
 	for _, n := range nodes {
 		get(t, n, "k", 0)
@@ -99,7 +99,7 @@ func TestTopicConfiguredAsJSON(t *testing.T) {
 // TestTopicFormatsMustNameTopicsRead: a format for a topic the node does not read is a mistake.
 func TestTopicFormatsMustNameTopicsRead(t *testing.T) {
 	_, err := New(Config{NodeID: "n", GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: []string{"127.0.0.1:1"}, Topics: []string{"a"},
-		TopicFormats: invalidation.Formats{"b": invalidation.FormatJSON}})
+		TopicFormats: invalidation.Formats{"b": {Format: invalidation.FormatJSON}}})
 	if err == nil || !strings.Contains(err.Error(), `topic "b"`) {
 		t.Fatalf("New = %v, want an error naming topic b", err)
 	}
@@ -116,4 +116,50 @@ func waitServes(t *testing.T, nodes []*testNode, key string, version uint64, val
 		}
 		return ""
 	})
+}
+
+// TestDebeziumTopic: a topic of Debezium change events (schemas enabled and disabled), mapped
+// to cache keys, versions and values: an update refreshes every node, a delete deletes, the
+// Kafka tombstone after it is ignored (not counted invalid), and a malformed record is counted
+// and skipped while the records behind it are applied.
+func TestDebeziumTopic(t *testing.T) {
+	h := newHarness(t)
+	h.origin.put("user:42", 6, "old")
+	mapping := invalidation.TopicFormat{Format: invalidation.FormatDebezium,
+		Debezium: invalidation.DebeziumMapping{Key: "user:{id}", Version: "after.version", Value: "name"}}
+	dbz := func(c *Config) { c.TopicFormats = invalidation.Formats{h.topic: mapping} }
+	nodes := []*testNode{h.start(dbz), h.start(dbz)}
+	for _, n := range nodes {
+		get(t, n, "user:42", 0)
+	}
+	ctx := ctxT(t)
+	w := h.kafka.Writer(t, h.topic)
+	key := []byte(`{"schema":{"type":"struct","fields":[{"type":"int32","field":"id"}]},"payload":{"id":42}}`)
+	update := `{"schema":{"type":"struct"},"payload":{"before":null,"after":{"id":42,"name":"Ada","version":7},"source":{"connector":"postgresql","lsn":10},"op":"u","ts_ms":1795730000123}}`
+	if err := w.WriteMessages(ctx, kafka.Message{Key: key, Value: []byte(update)}); err != nil {
+		t.Fatal(err)
+	}
+	waitServes(t, nodes, "user:42", 7, "Ada")
+	plainKey := []byte(`{"id":42}`)
+	if err := w.WriteMessages(ctx,
+		kafka.Message{Key: plainKey, Value: []byte(`{"op":"u","after":{"id":42}}`)}, // no version: invalid
+		kafka.Message{Key: plainKey, Value: []byte(`{"before":{"id":42,"name":"Ada","version":7},"after":null,"source":{"connector":"postgresql"},"op":"d","ts_ms":1}`)},
+		kafka.Message{Key: plainKey, Value: nil}, // the tombstone Debezium writes after a delete
+	); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		for i, n := range nodes {
+			if st := n.l1.State("user:42"); st.Version < 8 || !st.Tombstone {
+				return fmt.Sprintf("node %d is at %+v, want the delete at 8", i, st)
+			}
+		}
+		return ""
+	})
+	for i, n := range nodes {
+		s, err := n.client.Stats(ctx, &pb.StatsRequest{})
+		if err != nil || s.EventsInvalid != 1 {
+			t.Fatalf("node %d Stats = %v, %v; want the one malformed record counted, not the tombstone", i, s, err)
+		}
+	}
 }

@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -67,7 +66,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 	fs.Var(&o.brokers, "kafka-brokers", "Kafka bootstrap addresses, comma separated (required)")
 	fs.Var(&o.topics, "topics", "event topics to cache, comma separated (required)")
-	fs.Var(&o.formats, "topic-formats", "how each topic's records are decoded, comma separated TOPIC=FORMAT, FORMAT protobuf or json (default: protobuf); a record's contentType header (application/json, as Spring Cloud Stream sends) wins over it")
+	fs.Var(&o.formats, "topic-formats", "how each topic's records are decoded, comma separated TOPIC=FORMAT: protobuf (the default), json (a record's contentType header, application/json as Spring Cloud Stream sends, wins over either), or debezium;key=TEMPLATE;version=after.COLUMN (or source.lsn)[;value=after (or a COLUMN)], e.g. pg.public.users=debezium;key=user:{id};version=after.version;value=after (docs/producers.md)")
 	fs.StringVar(&c.InvalidateTopic, "invalidate-topic", "", "topic the Invalidate and Evict RPCs publish to, normally one of --topics so that this node's subscriber sees them too (default: the first of --topics)")
 	fs.StringVar(&c.GroupID, "group-id", "cachewire-l2", "consumer group shared by every node that applies events to the same Redis")
 	fs.StringVar(&c.DeadLetterTopic, "dead-letter-topic", "", "topic that receives the raw bytes of invalid events, once per event (needs Redis); empty: count and log only")
@@ -150,19 +149,15 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	if c.Policy, err = invalidation.ParsePolicy(o.policy); err != nil {
 		return nil, err
 	}
-	for _, tf := range o.formats {
-		topic, name, ok := strings.Cut(tf, "=")
-		if !ok || topic == "" {
-			return nil, fmt.Errorf("--topic-formats: %q is not TOPIC=FORMAT", tf)
-		}
-		f, err := invalidation.ParseFormat(name)
+	for _, spec := range o.formats {
+		topic, tf, err := invalidation.ParseTopicFormat(spec)
 		if err != nil {
-			return nil, fmt.Errorf("--topic-formats: %s: %w", topic, err)
+			return nil, fmt.Errorf("--topic-formats: %w", err)
 		}
 		if c.TopicFormats == nil {
 			c.TopicFormats = invalidation.Formats{}
 		}
-		c.TopicFormats[topic] = f
+		c.TopicFormats[topic] = tf
 	}
 	// Flags only fill the tier's Config: redistier.New builds the client (in node.New, which
 	// does no I/O), and the node closes it when it stops.

@@ -44,7 +44,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		t.Fatalf("config = %+v", c)
 	}
 	o, err = parseFlags([]string{"--kafka-brokers=k:1", "--topics=a,b", "--topic-formats=b=json,a=protobuf"}, func(string) string { return "" }, &bytes.Buffer{})
-	if err != nil || o.cfg.TopicFormats["b"] != invalidation.FormatJSON || o.cfg.TopicFormats["a"] != invalidation.FormatProtobuf {
+	if err != nil || o.cfg.TopicFormats["b"].Format != invalidation.FormatJSON || o.cfg.TopicFormats["a"].Format != invalidation.FormatProtobuf {
 		t.Fatalf("--topic-formats: %+v, %v", o.cfg.TopicFormats, err)
 	}
 }
@@ -63,7 +63,7 @@ func TestBadFlagsExitTwoWithAClearMessage(t *testing.T) {
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--max-staleness=0"}, "--max-staleness 0s: want a duration above zero"},
 		{[]string{"--check-config", "--kafka-brokers=k", "--topics=t"}, `--kafka-brokers "k": want host:port`},
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--topic-formats=t=avro"}, `--topic-formats: t: invalidation: unknown format "avro"`},
-		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--topic-formats=json"}, `--topic-formats: "json" is not TOPIC=FORMAT`},
+		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--topic-formats=json"}, `--topic-formats: invalidation: "json" is not TOPIC=FORMAT`},
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--topic-formats=u=json"}, `a format is set for topic "u", which is not among the topics read`},
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--http-addr=localhost"}, "--http-addr"},
 		{[]string{"--check-config", "--kafka-brokers=k:1", "--topics=t", "--l1-max-bytes=0", "--drain-delay=-1s"}, "--l1-max-bytes 0: want at least 1"},

@@ -117,7 +117,11 @@ func DecodeDebezium(recordKey, raw []byte, m DebeziumMapping, l Limits) (Event, 
 	case "source":
 		e.Version, err = jsonUint(env.Source[field])
 	default:
-		e.Version, err = jsonUint(row[field])
+		v, ok := row[field]
+		if !ok && e.Op == OpDelete {
+			return Event{}, fmt.Errorf("%w: key %q: the delete's before row has no %q: give the table REPLICA IDENTITY FULL, so that Debezium sends the whole old row", ErrInvalidEvent, e.Key, field)
+		}
+		e.Version, err = jsonUint(v)
 		if err == nil && e.Op == OpDelete {
 			e.Version++ // the delete comes after the row's last version
 		}

@@ -79,6 +79,7 @@ func TestDecodeDebeziumRefusesBadRecords(t *testing.T) {
 		{"version not a number", `{"op":"u","after":{"id":1,"version":"x"}}`, "not a whole number"},
 		{"version zero", `{"op":"u","after":{"id":1,"version":0}}`, "greater than zero"},
 		{"null payload", `{"schema":{},"payload":null}`, "null payload"},
+		{"delete without the version column (REPLICA IDENTITY DEFAULT)", `{"op":"d","before":{"id":1}}`, "REPLICA IDENTITY FULL"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

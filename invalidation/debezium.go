@@ -2,9 +2,12 @@ package invalidation
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"math/big"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +59,9 @@ func templateFields(tmpl string) ([]string, error) {
 		if j < 0 || j == 1 {
 			return nil, fmt.Errorf("invalidation: debezium: key template %q: want {field}", tmpl)
 		}
+		if strings.ContainsAny(rest[i+1:i+j], "{") {
+			return nil, fmt.Errorf("invalidation: debezium: key template %q: want {field}", tmpl)
+		}
 		fields = append(fields, rest[i+1:i+j])
 		rest = rest[i+j+1:]
 	}
@@ -84,7 +90,7 @@ func DecodeDebezium(recordKey, raw []byte, m DebeziumMapping, l Limits) (Event, 
 	if raw == nil {
 		return Event{}, ErrTombstone
 	}
-	env, err := unwrapDebezium(raw)
+	env, decimals, err := unwrapDebezium(raw)
 	if err != nil {
 		return Event{}, fmt.Errorf("%w: not a Debezium change event: %w", ErrInvalidEvent, err)
 	}
@@ -104,13 +110,21 @@ func DecodeDebezium(recordKey, raw []byte, m DebeziumMapping, l Limits) (Event, 
 		return Event{}, fmt.Errorf("%w: Debezium %q event without its row (before for d, after otherwise; for deletes the table needs REPLICA IDENTITY FULL or the key fields in the record key)", ErrInvalidEvent, env.Op)
 	}
 	keyFields := map[string]json.RawMessage{}
+	var keyDecimals map[string]int
 	if len(recordKey) > 0 {
-		if k, err := unwrapKey(recordKey); err == nil {
-			keyFields = k
+		if k, d, err := unwrapKey(recordKey); err == nil {
+			keyFields, keyDecimals = k, d
 		}
 	}
-	if e.Key, err = fillKey(m.Key, keyFields, row); err != nil {
+	if e.Key, err = fillKey(m.Key, keyFields, keyDecimals, row, decimals); err != nil {
 		return Event{}, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
+	if env.Op == "u" && env.Before != nil {
+		// A template field from the row that the update changed: the old key would stay cached.
+		if old, err := fillKey(m.Key, keyFields, keyDecimals, env.Before, decimals); err == nil && old != e.Key {
+			return Event{}, fmt.Errorf("%w: key template %q: the update moves the row from %q to %q, and the old key would stay cached; build keys from the record key's fields (the primary key)",
+				ErrInvalidEvent, m.Key, old, e.Key)
+		}
 	}
 	where, field, _ := strings.Cut(m.Version, ".")
 	switch where {
@@ -123,6 +137,9 @@ func DecodeDebezium(recordKey, raw []byte, m DebeziumMapping, l Limits) (Event, 
 		}
 		e.Version, err = jsonUint(v)
 		if err == nil && e.Op == OpDelete {
+			if e.Version == math.MaxUint64 {
+				return Event{}, fmt.Errorf("%w: key %q: the deleted row's version is the largest there is; a delete needs a higher one", ErrInvalidEvent, e.Key)
+			}
 			e.Version++ // the delete comes after the row's last version
 		}
 	}
@@ -130,14 +147,15 @@ func DecodeDebezium(recordKey, raw []byte, m DebeziumMapping, l Limits) (Event, 
 		return Event{}, fmt.Errorf("%w: key %q: version %s: %w", ErrInvalidEvent, e.Key, m.Version, err)
 	}
 	if e.Op == OpUpsert && m.Value != "" {
-		if e.Value, err = debeziumValue(env.After, m.Value); err != nil {
+		if e.Value, err = debeziumValue(env.After, decimals, m.Value); err != nil {
 			return Event{}, fmt.Errorf("%w: key %q: value %s: %w", ErrInvalidEvent, e.Key, m.Value, err)
 		}
 		e.HasValue = e.Value != nil
+		if e.HasValue && l.CheckValue(len(e.Value)) != nil {
+			e.Value, e.HasValue = nil, false // too large to travel: the change still evicts
+		}
 	}
-	if env.TsMs != nil {
-		e.CommittedAt = time.UnixMilli(*env.TsMs)
-	}
+	e.CommittedAt = debeziumTime(env)
 	if src, ok := env.Source["connector"]; ok {
 		var s string
 		if json.Unmarshal(src, &s) == nil {
@@ -150,44 +168,129 @@ func DecodeDebezium(recordKey, raw []byte, m DebeziumMapping, l Limits) (Event, 
 	return e, nil
 }
 
-// unwrapDebezium reads an envelope with or without JsonConverter's schema wrapper.
-func unwrapDebezium(raw []byte) (debeziumEnvelope, error) {
+// unwrapDebezium reads an envelope with or without JsonConverter's schema wrapper, and the
+// Decimal columns its schema names (of the after/before row).
+func unwrapDebezium(raw []byte) (debeziumEnvelope, map[string]int, error) {
 	var env debeziumEnvelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return env, err
+		return env, nil, err
 	}
 	if len(env.Payload) > 0 && env.Op == "" {
 		if string(env.Payload) == "null" {
-			return env, errors.New("null payload")
+			return env, nil, errors.New("null payload")
 		}
 		var inner debeziumEnvelope
 		if err := json.Unmarshal(env.Payload, &inner); err != nil {
-			return env, fmt.Errorf("payload: %w", err)
+			return env, nil, fmt.Errorf("payload: %w", err)
 		}
-		return inner, nil
+		decimals, err := rowDecimals(env.Schema)
+		return inner, decimals, err
 	}
-	return env, nil
+	return env, nil, nil
 }
 
-// unwrapKey reads a record key's fields, with or without the schema wrapper.
-func unwrapKey(raw []byte) (map[string]json.RawMessage, error) {
-	var k map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &k); err != nil {
-		return nil, err
+// connectSchema is the part of a JsonConverter schema that says which fields are Decimals.
+type connectSchema struct {
+	Field      string            `json:"field"`
+	Name       string            `json:"name"`
+	Parameters map[string]string `json:"parameters"`
+	Fields     []connectSchema   `json:"fields"`
+}
+
+const connectDecimal = "org.apache.kafka.connect.data.Decimal"
+
+// decimalFields maps each Decimal field of a struct schema to its scale.
+func decimalFields(fields []connectSchema) (map[string]int, error) {
+	m := map[string]int{}
+	for _, f := range fields {
+		if f.Name != connectDecimal {
+			continue
+		}
+		scale, err := strconv.Atoi(f.Parameters["scale"])
+		if err != nil || scale < 0 || scale > 1000 {
+			return nil, fmt.Errorf("schema: Decimal field %q has scale %q", f.Field, f.Parameters["scale"])
+		}
+		m[f.Field] = scale
 	}
-	if p, ok := k["payload"]; ok && len(k) <= 2 {
-		if _, hasSchema := k["schema"]; hasSchema || len(k) == 1 {
-			var inner map[string]json.RawMessage
-			if err := json.Unmarshal(p, &inner); err == nil {
-				return inner, nil
+	return m, nil
+}
+
+// rowDecimals reads the Decimal fields of an envelope schema's after (else before) struct.
+func rowDecimals(raw json.RawMessage) (map[string]int, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var s connectSchema
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("schema: %w", err)
+	}
+	for _, name := range []string{"after", "before"} {
+		for _, f := range s.Fields {
+			if f.Field == name {
+				return decimalFields(f.Fields)
 			}
 		}
 	}
-	return k, nil
+	return nil, nil
 }
 
-// fillKey fills a key template's {field}s from the key's fields, else from row.
-func fillKey(tmpl string, key, row map[string]json.RawMessage) (string, error) {
+// decimalText turns a Connect Decimal (base64 of the big-endian two's-complement unscaled value)
+// into its decimal text.
+func decimalText(v json.RawMessage, scale int) (string, error) {
+	var b64 string
+	if err := json.Unmarshal(v, &b64); err != nil {
+		return "", fmt.Errorf("a Decimal is a base64 string: %w", err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(raw) == 0 {
+		return "", fmt.Errorf("a Decimal is base64 of its unscaled bytes, got %q", b64)
+	}
+	n := new(big.Int).SetBytes(raw)
+	if raw[0]&0x80 != 0 { // negative: two's complement
+		n.Sub(n, new(big.Int).Lsh(big.NewInt(1), uint(8*len(raw))))
+	}
+	return new(big.Rat).SetFrac(n, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil)).FloatString(scale), nil
+}
+
+// unwrapKey reads a record key's fields, with or without the schema wrapper, and its Decimal
+// fields.
+func unwrapKey(raw []byte) (map[string]json.RawMessage, map[string]int, error) {
+	var k map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &k); err != nil {
+		return nil, nil, err
+	}
+	if p, ok := k["payload"]; ok && len(k) <= 2 {
+		if sch, hasSchema := k["schema"]; hasSchema || len(k) == 1 {
+			var inner map[string]json.RawMessage
+			if err := json.Unmarshal(p, &inner); err == nil {
+				var s connectSchema
+				var decimals map[string]int
+				if hasSchema && json.Unmarshal(sch, &s) == nil {
+					decimals, _ = decimalFields(s.Fields)
+				}
+				return inner, decimals, nil
+			}
+		}
+	}
+	return k, nil, nil
+}
+
+// debeziumTime is when the database committed the change (source.ts_ms), else when the
+// connector read it (ts_ms).
+func debeziumTime(env debeziumEnvelope) time.Time {
+	var ms int64
+	if v, ok := env.Source["ts_ms"]; ok && json.Unmarshal(v, &ms) == nil && ms > 0 {
+		return time.UnixMilli(ms)
+	}
+	if env.TsMs != nil {
+		return time.UnixMilli(*env.TsMs)
+	}
+	return time.Time{}
+}
+
+// fillKey fills a key template's {field}s from the key's fields, else from row, with Decimals
+// decoded and whole numbers written without a fraction (42, whether sent as 42 or 42.0).
+func fillKey(tmpl string, key map[string]json.RawMessage, keyDecimals map[string]int, row map[string]json.RawMessage, rowDecimals map[string]int) (string, error) {
 	var b strings.Builder
 	rest := tmpl
 	for {
@@ -203,13 +306,21 @@ func fillKey(tmpl string, key, row map[string]json.RawMessage) (string, error) {
 		b.WriteString(rest[:i])
 		name := rest[i+1 : i+j]
 		v, ok := key[name]
+		decimals := keyDecimals
 		if !ok {
 			v, ok = row[name]
+			decimals = rowDecimals
 		}
 		if !ok || string(v) == "null" {
 			return "", fmt.Errorf("key template %q: no field %q in the record key or the row", tmpl, name)
 		}
-		s, err := scalarText(v)
+		var s string
+		var err error
+		if scale, dec := decimals[name]; dec {
+			s, err = decimalText(v, scale)
+		} else {
+			s, err = scalarText(v)
+		}
 		if err != nil {
 			return "", fmt.Errorf("key template %q: field %q: %w", tmpl, name, err)
 		}
@@ -218,7 +329,8 @@ func fillKey(tmpl string, key, row map[string]json.RawMessage) (string, error) {
 	}
 }
 
-// scalarText is a JSON string's text, or a number's or boolean's literal.
+// scalarText is a JSON string's text, a boolean's literal, or a number's shortest decimal text
+// (a whole number without a fraction or exponent).
 func scalarText(v json.RawMessage) (string, error) {
 	v = bytes.TrimSpace(v)
 	if len(v) == 0 {
@@ -231,8 +343,22 @@ func scalarText(v json.RawMessage) (string, error) {
 		return s, err
 	case '{', '[':
 		return "", errors.New("not a scalar")
+	case 't', 'f':
+		return string(v), nil
 	}
-	return string(v), nil
+	lit := string(v)
+	if !strings.ContainsAny(lit, ".eE") {
+		return lit, nil
+	}
+	r, ok := new(big.Rat).SetString(lit)
+	if !ok {
+		return "", fmt.Errorf("%q is not a number", lit)
+	}
+	if r.IsInt() {
+		return r.Num().String(), nil
+	}
+	f, _ := r.Float64()
+	return strconv.FormatFloat(f, 'f', -1, 64), nil
 }
 
 // jsonUint reads a whole number given as a JSON number or a decimal string.
@@ -251,19 +377,48 @@ func jsonUint(v json.RawMessage) (uint64, error) {
 	return n, nil
 }
 
-// debeziumValue is the value an UPSERT carries: the whole row, or one column.
-func debeziumValue(after map[string]json.RawMessage, what string) ([]byte, error) {
+// toastPlaceholder is what Debezium's PostgreSQL connector sends for an unchanged TOASTed column
+// (unavailable.value.placeholder): not the column's value.
+const toastPlaceholder = `"__debezium_unavailable_value"`
+
+// debeziumValue is the value an UPSERT carries: the whole row, or one column (Decimals decoded).
+// A row or column that holds Debezium's TOAST placeholder gives no value: the event only evicts.
+func debeziumValue(after map[string]json.RawMessage, decimals map[string]int, what string) ([]byte, error) {
 	if what == "after" {
-		return json.Marshal(after) // compact, keys sorted
+		row := make(map[string]json.RawMessage, len(after))
+		for k, v := range after {
+			if string(v) == toastPlaceholder {
+				return nil, nil
+			}
+			if scale, dec := decimals[k]; dec && string(v) != "null" {
+				d, err := decimalText(v, scale)
+				if err != nil {
+					return nil, fmt.Errorf("column %q: %w", k, err)
+				}
+				v = json.RawMessage(d)
+			}
+			row[k] = v
+		}
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(row); err != nil { // compact, keys sorted
+			return nil, err
+		}
+		return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 	}
 	v, ok := after[what]
 	if !ok {
 		return nil, fmt.Errorf("no column %q in the row", what)
 	}
-	if string(v) == "null" {
+	switch {
+	case string(v) == "null", string(v) == toastPlaceholder:
 		return nil, nil
-	}
-	if len(v) > 0 && v[0] == '"' {
+	case len(v) > 0 && v[0] == '"':
+		if scale, dec := decimals[what]; dec {
+			d, err := decimalText(v, scale)
+			return []byte(d), err
+		}
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil {
 			return nil, err

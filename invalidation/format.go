@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -76,6 +78,7 @@ func ParseTopicFormat(spec string) (string, TopicFormat, error) {
 	tf := TopicFormat{Format: f}
 	for _, opt := range parts[1:] {
 		k, v, ok := strings.Cut(opt, "=")
+		v = strings.TrimSpace(v)
 		switch k = strings.TrimSpace(k); {
 		case f != FormatDebezium:
 			return "", TopicFormat{}, fmt.Errorf("%s: %s takes no options (%q)", topic, f, opt)
@@ -113,7 +116,9 @@ func (f Formats) Decode(m kafka.Message, l Limits) (Event, error) {
 		return DecodeDebezium(m.Key, m.Value, tf.Debezium, l)
 	}
 	format := tf.Format
-	if h, ok := contentType(m.Headers); ok {
+	if h, ok, err := contentType(m.Headers); err != nil {
+		return Event{}, err
+	} else if ok {
 		format = h
 	}
 	if format == FormatJSON {
@@ -122,24 +127,35 @@ func (f Formats) Decode(m kafka.Message, l Limits) (Event, error) {
 	return Decode(m.Value, l)
 }
 
-// contentType reads the format a record's contentType header names, if it names one. Spring's
-// Kafka binder writes header values as JSON strings ("\"application/json\""): quotes are
-// stripped.
-func contentType(headers []kafka.Header) (Format, bool) {
+// contentType reads the format a record's contentType header names, if it names one; with
+// several, the last (as Kafka's Java client and Spring read headers). Spring's Kafka binder
+// writes header values as JSON strings ("\"application/json\""): quotes are stripped. A charset
+// other than UTF-8 is an error: JSON change events are UTF-8.
+func contentType(headers []kafka.Header) (Format, bool, error) {
+	var f Format
+	var found bool
+	var err error
 	for _, h := range headers {
 		if !strings.EqualFold(h.Key, "contentType") && !strings.EqualFold(h.Key, "content-type") {
 			continue
 		}
 		v := strings.ToLower(strings.Trim(strings.TrimSpace(string(h.Value)), `"`))
-		v, _, _ = strings.Cut(v, ";") // application/json;charset=UTF-8
-		switch strings.TrimSpace(v) {
+		mt, params, _ := strings.Cut(v, ";") // application/json;charset=UTF-8
+		switch strings.TrimSpace(mt) {
 		case "application/json":
-			return FormatJSON, true
+			f, found, err = FormatJSON, true, nil
+			for _, p := range strings.Split(params, ";") {
+				if k, cs, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.TrimSpace(k) == "charset" {
+					if cs = strings.Trim(strings.TrimSpace(cs), `"`); cs != "utf-8" && cs != "utf8" {
+						err = fmt.Errorf("%w: contentType %q: JSON change events are UTF-8", ErrInvalidEvent, h.Value)
+					}
+				}
+			}
 		case "application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf":
-			return FormatProtobuf, true
+			f, found, err = FormatProtobuf, true, nil
 		}
 	}
-	return 0, false
+	return f, found, err
 }
 
 // jsonEvent is the JSON form of a change event. Unknown fields are ignored.
@@ -166,13 +182,9 @@ type jsonEvent struct {
 //	    absent or null means the event carries no value;
 //	  - committed_at (RFC 3339), source and trace (an object of strings) are optional.
 func DecodeJSON(recordKey, raw []byte, l Limits) (Event, error) {
-	var j jsonEvent
-	d := json.NewDecoder(bytes.NewReader(raw))
-	if err := d.Decode(&j); err != nil {
+	j, err := parseJSONEvent(raw)
+	if err != nil {
 		return Event{}, fmt.Errorf("%w: not a JSON change event: %w", ErrInvalidEvent, err)
-	}
-	if d.More() {
-		return Event{}, fmt.Errorf("%w: not a JSON change event: more than one JSON value", ErrInvalidEvent)
 	}
 	if j.Key == nil {
 		return Event{}, fmt.Errorf("%w: JSON change event without a key", ErrInvalidEvent)
@@ -182,6 +194,9 @@ func DecodeJSON(recordKey, raw []byte, l Limits) (Event, error) {
 		return Event{}, fmt.Errorf("%w: key %q differs from the record key %q (the record key is the cache key, which partitions the topic)", ErrInvalidEvent, e.Key, recordKey)
 	}
 	op := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(j.Op)), "OP_")
+	if !isASCII(j.Op) {
+		op = ""
+	}
 	switch op {
 	case "UPSERT":
 		e.Op = OpUpsert
@@ -202,8 +217,8 @@ func DecodeJSON(recordKey, raw []byte, l Limits) (Event, error) {
 	if len(j.Value) > 0 && string(j.Value) != "null" {
 		e.HasValue = true
 		if j.Value[0] == '"' {
-			var s string
-			if err := json.Unmarshal(j.Value, &s); err != nil {
+			s, err := jsonText(j.Value)
+			if err != nil {
 				return Event{}, fmt.Errorf("%w: key %q: value: %w", ErrInvalidEvent, e.Key, err)
 			}
 			e.Value = []byte(s)
@@ -228,6 +243,121 @@ func DecodeJSON(recordKey, raw []byte, l Limits) (Event, error) {
 	return e, nil
 }
 
+// jsonFields are the fields of a JSON change event; any other field is ignored.
+var jsonFields = []string{"key", "version", "op", "value", "committed_at", "source", "trace"}
+
+// parseJSONEvent reads one JSON object, strictly: UTF-8, nothing after it, each known field at
+// most once and spelled exactly (encoding/json would take "Version" for "version", and the last
+// of two "op"s: other parsers read such events otherwise).
+func parseJSONEvent(raw []byte) (jsonEvent, error) {
+	var j jsonEvent
+	if !utf8.Valid(raw) {
+		return j, errors.New("not valid UTF-8")
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return j, fmt.Errorf("want a JSON object (%v)", err)
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return j, err
+		}
+		name, _ := t.(string)
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return j, fmt.Errorf("field %q: %w", name, err)
+		}
+		for _, f := range jsonFields {
+			if strings.EqualFold(name, f) && name != f {
+				return j, fmt.Errorf("field %q: spelled %q", name, f)
+			}
+		}
+		if seen[name] {
+			return j, fmt.Errorf("field %q appears twice", name)
+		}
+		seen[name] = true
+		var err2 error
+		switch name {
+		case "key":
+			if string(v) == "null" {
+				continue
+			}
+			var k string
+			if k, err2 = jsonText(v); err2 == nil {
+				j.Key = &k
+			}
+		case "version":
+			j.Version = v
+		case "op":
+			if string(v) != "null" {
+				j.Op, err2 = jsonText(v)
+			}
+		case "value":
+			j.Value = v
+		case "committed_at":
+			if string(v) != "null" {
+				j.CommittedAt, err2 = jsonText(v)
+			}
+		case "source":
+			if string(v) != "null" {
+				j.Source, err2 = jsonText(v)
+			}
+		case "trace":
+			err2 = json.Unmarshal(v, &j.Trace)
+		}
+		if err2 != nil {
+			return j, fmt.Errorf("field %q: %w", name, err2)
+		}
+	}
+	if _, err := d.Token(); err != nil { // the closing brace
+		return j, err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return j, errors.New("data after the JSON object")
+	}
+	return j, nil
+}
+
+// jsonText unquotes a JSON string, refusing escapes that are not Unicode text (a lone
+// surrogate, which encoding/json would turn into U+FFFD).
+func jsonText(v json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", err
+	}
+	if strings.Count(s, "\uFFFD") > replacementChars(v) {
+		return "", errors.New(`a \u escape that is not Unicode text (a lone surrogate)`)
+	}
+	return s, nil
+}
+
+// replacementChars counts the U+FFFD a JSON string literal spells: as the character itself, or
+// as the escape \uFFFD (any case).
+func replacementChars(lit []byte) int {
+	n := bytes.Count(lit, []byte("\uFFFD"))
+	for i := 0; i+1 < len(lit); i++ {
+		if lit[i] != '\\' {
+			continue
+		}
+		if lit[i+1] == 'u' && i+6 <= len(lit) && strings.EqualFold(string(lit[i+2:i+6]), "fffd") {
+			n++
+		}
+		i++ // the escaped character
+	}
+	return n
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 // jsonVersion reads a version given as a JSON number or a decimal string; absent or null is 0.
 func jsonVersion(raw json.RawMessage) (uint64, error) {
 	if len(raw) == 0 || string(raw) == "null" {
@@ -249,6 +379,9 @@ func jsonVersion(raw json.RawMessage) (uint64, error) {
 // EncodeJSON returns the JSON form of e (the value as a JSON string, which must be UTF-8 text).
 // For tests and tools; producers in other languages write the same shape.
 func EncodeJSON(e *Event) ([]byte, error) {
+	if e.HasValue && !utf8.Valid(e.Value) {
+		return nil, fmt.Errorf("invalidation: key %q: the JSON form carries text values only; this value is not UTF-8 (use the protobuf form)", e.Key)
+	}
 	j := map[string]any{"key": e.Key, "op": e.Op.String()}
 	if e.Version != 0 {
 		j["version"] = e.Version

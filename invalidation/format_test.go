@@ -50,7 +50,7 @@ func TestDecodeJSON(t *testing.T) {
 func TestDecodeJSONRefusesBadEvents(t *testing.T) {
 	cases := []struct{ name, recordKey, raw, want string }{
 		{"not JSON", "k", `{"key":`, "not a JSON change event"},
-		{"two values", "k", `{"key":"k","version":1,"op":"DELETE"} {}`, "more than one"},
+		{"two values", "k", `{"key":"k","version":1,"op":"DELETE"} {}`, "data after the JSON object"},
 		{"not an object", "k", `[1]`, "not a JSON change event"},
 		{"no key", "k", `{"version":1,"op":"DELETE"}`, "without a key"},
 		{"key differs from the record key", "other", `{"key":"k","version":1,"op":"DELETE"}`, "differs from the record key"},

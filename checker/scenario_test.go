@@ -53,6 +53,9 @@ func TestFaultScenarios(t *testing.T) {
 				t.Fatalf("workload too small to mean anything: %s; %s", r.Summary(), replay)
 			}
 			if !r.OK() {
+				for _, d := range out.Diagnostics {
+					t.Log(d)
+				}
 				for _, list := range [][]string{r.MinVersionViolations, r.StaleReads, r.NonMonotonicSession, r.NonMonotonicNode, r.LostWrites, r.NotConverged} {
 					for i, v := range list {
 						if i < 5 {

@@ -295,6 +295,8 @@ type Outcome struct {
 	Windows []Fault
 	Result  *Result
 	Err     error
+	// Diagnostics, when the tiers did not converge: each node's L2 group member, as it stood.
+	Diagnostics []string
 }
 
 // Timeline describes the fault windows relative to the start of the workload, in order.
@@ -364,6 +366,13 @@ func Run(ctx context.Context, env Env, sc Scenario, o Options) Outcome {
 	if err != nil {
 		out.Err = err
 		return out
+	}
+	if !agree(finals) {
+		for i := range c.emb.NodeAddrs {
+			if n := c.emb.Node(i); n != nil {
+				out.Diagnostics = append(out.Diagnostics, fmt.Sprintf("node %d L2 group member: %+v", i, n.L2GroupStats()))
+			}
+		}
 	}
 	ops, faults := h.Snapshot()
 	out.Windows = faults

@@ -271,6 +271,15 @@ func (n *Node) WaitReady(ctx context.Context) error {
 // repair (offset out of range, topic recreated).
 func (n *Node) Resets() uint64 { return n.sub.Stats().Resets }
 
+// L2GroupStats returns the counters of the node's member of the L2 applier group (zero without
+// Redis). For diagnostics: a member that stopped applying shows here first.
+func (n *Node) L2GroupStats() invalidation.GroupApplierStats {
+	if n.group == nil {
+		return invalidation.GroupApplierStats{}
+	}
+	return n.group.Stats()
+}
+
 // Ready reports whether the node is positioned and serving (not shutting down).
 func (n *Node) Ready() bool { return n.ready.Load() && !n.closed.Load() }
 

@@ -127,7 +127,8 @@ func TestDebeziumTopic(t *testing.T) {
 	h.origin.put("user:42", 6, "old")
 	mapping := invalidation.TopicFormat{Format: invalidation.FormatDebezium,
 		Debezium: invalidation.DebeziumMapping{Key: "user:{id}", Version: "after.version", Value: "name"}}
-	dbz := func(c *Config) { c.TopicFormats = invalidation.Formats{h.topic: mapping} }
+	dlq := h.kafka.CreateTopic(t, "dlq", 1)
+	dbz := func(c *Config) { c.TopicFormats = invalidation.Formats{h.topic: mapping}; c.DeadLetterTopic = dlq }
 	nodes := []*testNode{h.start(dbz), h.start(dbz)}
 	for _, n := range nodes {
 		get(t, n, "user:42", 0)
@@ -161,5 +162,10 @@ func TestDebeziumTopic(t *testing.T) {
 		if err != nil || s.EventsInvalid != 1 {
 			t.Fatalf("node %d Stats = %v, %v; want the one malformed record counted, not the tombstone", i, s, err)
 		}
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	if m, err := r.FetchMessage(ctx); err != nil || string(m.Value) != `{"op":"u","after":{"id":42}}` {
+		t.Fatalf("dead letter = %q, %v; want the malformed record", m.Value, err)
 	}
 }

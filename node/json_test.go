@@ -169,3 +169,33 @@ func TestDebeziumTopic(t *testing.T) {
 		t.Fatalf("dead letter = %q, %v; want the malformed record", m.Value, err)
 	}
 }
+
+// TestDebeziumTopicFreshnessCoversEveryPartition: Debezium places records by its own key, so a
+// cache key's events may be on any partition of a Debezium topic; a node's freshness for the key
+// is then that of the partition caught up longest ago.
+func TestDebeziumTopicFreshnessCoversEveryPartition(t *testing.T) {
+	h := newHarness(t) // 3 partitions
+	n := h.start(func(c *Config) {
+		c.TopicFormats = invalidation.Formats{h.topic: {Format: invalidation.FormatDebezium,
+			Debezium: invalidation.DebeziumMapping{Key: "user:{id}", Version: "after.version"}}}
+	})
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		for p := range 3 {
+			if st, ok := n.sub.Partition(h.topic, p); !ok || st.CaughtUpAt.IsZero() {
+				return fmt.Sprintf("partition %d not caught up yet", p)
+			}
+		}
+		return ""
+	})
+	// Read freshAsOf first, the partitions after: a partition only moves forward, so none may be
+	// older than what freshAsOf said. Reading only the key's own partition would break this
+	// whenever another partition was caught up longer ago (they are fetched independently).
+	for deadline := time.Now().Add(350 * time.Millisecond); time.Now().Before(deadline); { // several fetch rounds
+		fresh := n.freshAsOf("user:42")
+		for p := range 3 {
+			if st, _ := n.sub.Partition(h.topic, p); st.CaughtUpAt.Before(fresh) {
+				t.Fatalf("freshAsOf = %v, but partition %d was caught up at %v", fresh, p, st.CaughtUpAt)
+			}
+		}
+	}
+}

@@ -39,20 +39,28 @@ type loaded struct {
 }
 
 // freshAsOf returns when the node was last caught up with the log end of every partition that
-// can hold key (one per topic), or the zero time if it never was.
+// can hold key (one per topic; every partition of a Debezium topic, whose records are placed by
+// Debezium's own key, not the cache key), or the zero time if it never was.
 func (n *Node) freshAsOf(key string) time.Time {
 	var oldest time.Time
-	for i, topic := range n.cfg.Topics {
+	first := true
+	for _, topic := range n.cfg.Topics {
 		parts := n.sub.NumPartitions(topic)
 		if parts == 0 {
 			return time.Time{}
 		}
-		st, ok := n.sub.Partition(topic, invalidation.PartitionFor(key, parts))
-		if !ok || st.CaughtUpAt.IsZero() {
-			return time.Time{}
+		from, to := invalidation.PartitionFor(key, parts), invalidation.PartitionFor(key, parts)+1
+		if n.cfg.TopicFormats[topic].Format == invalidation.FormatDebezium {
+			from, to = 0, parts
 		}
-		if i == 0 || st.CaughtUpAt.Before(oldest) {
-			oldest = st.CaughtUpAt
+		for p := from; p < to; p++ {
+			st, ok := n.sub.Partition(topic, p)
+			if !ok || st.CaughtUpAt.IsZero() {
+				return time.Time{}
+			}
+			if first || st.CaughtUpAt.Before(oldest) {
+				oldest, first = st.CaughtUpAt, false
+			}
 		}
 	}
 	return oldest

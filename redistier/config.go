@@ -1,6 +1,7 @@
 package redistier
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,8 +20,21 @@ type Config struct {
 	Cluster bool
 	// MasterName selects Sentinel mode with this master. Empty means no Sentinel.
 	MasterName string
-	// Username and Password authenticate, when set.
+	// Username and Password authenticate to the Redis servers (the master in Sentinel mode, every
+	// node in cluster mode), when set: an ACL user, or with an empty Username the password of
+	// Redis's default user (requirepass). ACLRule is the rule such a user needs.
 	Username, Password string
+	// SentinelUsername and SentinelPassword authenticate to the Sentinels in Sentinel mode, when
+	// set. A Sentinel has its own users, apart from the master's, so go-redis authenticates to it
+	// with these and never with Username and Password; empty means the Sentinels do not require
+	// authentication. They are unused outside Sentinel mode.
+	SentinelUsername, SentinelPassword string
+	// TLS, when set, makes every connection use TLS with this configuration: to the server in
+	// single-server mode, to every node in cluster mode, and to the Sentinels and the master they
+	// name in Sentinel mode. Set RootCAs to the CA that signed the servers' certificates and,
+	// when the servers require client certificates (tls-auth-clients yes), Certificates. An empty
+	// ServerName is taken from each address dialled. The zero value, nil, means plaintext.
+	TLS *tls.Config
 	// DB selects the database (single server and Sentinel only). Default 0.
 	DB int
 	// Client, when set, is used instead of a client built from the fields above; Close leaves it

@@ -95,7 +95,17 @@ func New(cfg Config) (*Tier, error) {
 	t.epochs = make([]atomic.Pointer[learned], len(t.epochKeys))
 	if t.rdb == nil {
 		var onConnect func(context.Context, *redis.Conn) error
-		if !isCluster {
+		switch {
+		case cfg.MasterName != "":
+			// go-redis runs OnConnect on its connections to the Sentinels too, which hold no
+			// epoch (and run no scripts): the hook is for the master only.
+			onConnect = func(ctx context.Context, cn *redis.Conn) error {
+				if isSentinel(ctx, cn, cfg.MasterName) {
+					return nil
+				}
+				return t.onConnect(ctx, cn)
+			}
+		case !isCluster:
 			onConnect = t.onConnect
 		}
 		t.rdb = redis.NewUniversalClient(&redis.UniversalOptions{
@@ -105,6 +115,9 @@ func New(cfg Config) (*Tier, error) {
 			MasterName:            cfg.MasterName,
 			Username:              cfg.Username,
 			Password:              cfg.Password,
+			SentinelUsername:      cfg.SentinelUsername,
+			SentinelPassword:      cfg.SentinelPassword,
+			TLSConfig:             cfg.TLS,
 			DB:                    cfg.DB,
 			DialTimeout:           cfg.DialTimeout,
 			ReadTimeout:           cfg.ReadTimeout,
@@ -116,6 +129,14 @@ func New(cfg Config) (*Tier, error) {
 		t.owned = true
 	}
 	return t, nil
+}
+
+// isSentinel reports whether cn is a connection to a Redis Sentinel: only a Sentinel knows the
+// SENTINEL command, which go-redis itself runs there (a data server rejects it as an unknown
+// command, before any ACL check, so the probe costs one round trip and logs nothing).
+func isSentinel(ctx context.Context, cn *redis.Conn, master string) bool {
+	err := cn.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", master).Err()
+	return err == nil || errors.Is(err, redis.Nil)
 }
 
 // Client returns the underlying go-redis client.

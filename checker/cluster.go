@@ -121,7 +121,7 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 		Writer: func(wc *writer.Config) { wc.WaitTimeout = time.Second },
 		Node: func(i int, nc *node.Config) {
 			nc.L2.Backoff, nc.LoaderTimeout, nc.MaxStaleness = 200*time.Millisecond, 2*time.Second, cfg.MaxStaleness
-			nc.Loader, nc.KafkaDial = c.slow.wrap(nc.Loader), c.cuts[i].Dial
+			nc.Loader, nc.Kafka.Dial = c.slow.wrap(nc.Loader), c.cuts[i].Dial
 		}})
 	if err != nil {
 		return c, err

@@ -52,7 +52,7 @@ type Config struct {
 	// Node, if set, adjusts node i's configuration before each of its starts (Start and every
 	// RestartNode). Its Loader is then node i's own connection to the writer, which the cluster
 	// closes when the node stops: Node may wrap it (to slow or count loads) or set it to nil
-	// (see CacheAside). Setting KafkaDial routes node i's Kafka connections, say through a
+	// (see CacheAside). Setting Kafka.Dial routes node i's Kafka connections, say through a
 	// Cutter (internal/fault) that can cut the node off.
 	Node func(i int, c *node.Config)
 	// Writer, if set, adjusts the writer's configuration before each of its starts (Start and

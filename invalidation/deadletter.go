@@ -10,9 +10,9 @@ import (
 
 // newDeadLetterWriter returns a writer with a transport of its own; closeDeadLetterWriter
 // releases both.
-func newDeadLetterWriter(brokers []string, topic string) *kafka.Writer {
+func newDeadLetterWriter(conn KafkaConn, brokers []string, topic string) *kafka.Writer {
 	return &kafka.Writer{
-		Transport:    &kafka.Transport{DialTimeout: 5 * time.Second},
+		Transport:    conn.Transport(),
 		Addr:         kafka.TCP(brokers...),
 		Topic:        topic,
 		Balancer:     kafka.Murmur2Balancer{},

@@ -61,7 +61,9 @@ type GroupApplierConfig struct {
 	DeadLetterTopic string
 	// Logger receives warnings and errors. If nil, it defaults to slog.Default().
 	Logger *slog.Logger
-	// Dialer connects to brokers. If nil, kafka-go's default dialer.
+	// Kafka says how to connect: TLS, SASL. The zero value is plaintext without authentication.
+	Kafka KafkaConn
+	// Dialer, when set, connects to brokers instead of Kafka.Dialer().
 	Dialer *kafka.Dialer
 }
 
@@ -132,6 +134,10 @@ func NewGroupApplier(cfg GroupApplierConfig) (*GroupApplier, error) {
 		badLog: retry.NewLogLimiter(10, time.Second),
 		done:   make(chan struct{}),
 	}
+	dialer := cfg.Dialer
+	if dialer == nil {
+		dialer = cfg.Kafka.Dialer()
+	}
 	g.rcfg = kafka.ReaderConfig{
 		Brokers:                cfg.Brokers,
 		GroupID:                cfg.GroupID,
@@ -148,14 +154,14 @@ func NewGroupApplier(cfg GroupApplierConfig) (*GroupApplier, error) {
 		WatchPartitionChanges:  true,
 		PartitionWatchInterval: 5 * time.Second,
 		StartOffset:            start,
-		Dialer:                 cfg.Dialer,
+		Dialer:                 dialer,
 		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { g.log.Debug(fmt.Sprintf(msg, args...)) }),
 	}
 	if err := g.rcfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalidation: group applier: %w", err)
 	}
 	if cfg.DeadLetterTopic != "" {
-		g.dlq = newDeadLetterWriter(cfg.Brokers, cfg.DeadLetterTopic)
+		g.dlq = newDeadLetterWriter(cfg.Kafka, cfg.Brokers, cfg.DeadLetterTopic)
 	}
 	return g, nil
 }

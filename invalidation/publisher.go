@@ -33,7 +33,10 @@ type PublisherConfig struct {
 	MetadataTTL time.Duration
 	// Limits are checked before an event is sent. Zero fields take the package defaults.
 	Limits Limits
+	// Kafka says how to connect: TLS, SASL. The zero value is plaintext without authentication.
+	Kafka KafkaConn
 	// Dial, when set, opens every connection to the brokers (for tests that cut the network).
+	// It wins over Kafka.Dial.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
@@ -72,7 +75,11 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.MetadataTTL == 0 {
 		cfg.MetadataTTL = 5 * time.Second
 	}
-	transport := &kafka.Transport{MetadataTTL: cfg.MetadataTTL, DialTimeout: 5 * time.Second, Dial: cfg.Dial}
+	if cfg.Dial != nil {
+		cfg.Kafka.Dial = cfg.Dial
+	}
+	transport := cfg.Kafka.Transport()
+	transport.MetadataTTL = cfg.MetadataTTL
 	return &Publisher{
 		transport: transport,
 		limits:    cfg.Limits.WithDefaults(),

@@ -68,7 +68,9 @@ type SubscriberConfig struct {
 	DeadLetterTopic string
 	// Logger receives warnings and errors. If nil, it defaults to slog.Default().
 	Logger *slog.Logger
-	// Dialer connects to brokers. If nil, a dialer with a 5 s timeout is used.
+	// Kafka says how to connect: TLS, SASL. The zero value is plaintext without authentication.
+	Kafka KafkaConn
+	// Dialer, when set, connects to brokers instead of Kafka.Dialer() (5 s timeout).
 	Dialer *kafka.Dialer
 	// OnInvalid, if set, is called for every invalid event skipped (for metrics); it runs on the
 	// partition's goroutine and must be fast.
@@ -145,10 +147,10 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		badLog: retry.NewLogLimiter(10, time.Second),
 	}
 	if s.dialer == nil {
-		s.dialer = &kafka.Dialer{Timeout: 5 * time.Second, DualStack: true}
+		s.dialer = cfg.Kafka.Dialer()
 	}
 	if cfg.DeadLetterTopic != "" {
-		s.dlq = newDeadLetterWriter(cfg.Brokers, cfg.DeadLetterTopic)
+		s.dlq = newDeadLetterWriter(cfg.Kafka, cfg.Brokers, cfg.DeadLetterTopic)
 	}
 	return s, nil
 }

@@ -36,9 +36,8 @@ type l2Part struct {
 
 // watchL2 polls the group's committed offsets until ctx ends.
 func (n *Node) watchL2(ctx context.Context) {
-	tr := &kafka.Transport{DialTimeout: 5 * time.Second, Dial: n.cfg.KafkaDial}
-	defer tr.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(n.cfg.Brokers...), Timeout: 5 * time.Second, Transport: tr}
+	client, done := n.cfg.Kafka.Client(n.cfg.Brokers, 5*time.Second)
+	defer done()
 	select { // first poll as soon as L1 is positioned
 	case <-n.sub.Ready():
 	case <-ctx.Done():

@@ -27,6 +27,9 @@ type RelayConfig struct {
 	DSN string
 	// Brokers are Kafka bootstrap addresses. Required.
 	Brokers []string
+	// Kafka says how to connect to them: TLS and SASL. The zero value is plaintext without
+	// authentication.
+	Kafka invalidation.KafkaConn
 	// Topic receives the change events. Required; it must exist.
 	Topic string
 	// DeadLetterTopic receives each row that can never be published (an unknown op, an empty
@@ -139,9 +142,9 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	r.w = &kafka.Writer{
 		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Balancer: kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchSize: cfg.Batch, BatchTimeout: time.Millisecond,
-		MaxAttempts: 1, WriteTimeout: 10 * time.Second,
+		MaxAttempts: 1, WriteTimeout: 10 * time.Second, Transport: cfg.Kafka.Transport(),
 	}
-	r.dlq = &kafka.Writer{
+	r.dlq = &kafka.Writer{Transport: cfg.Kafka.Transport(),
 		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.DeadLetterTopic, Balancer: kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, MaxAttempts: 1, WriteTimeout: 10 * time.Second,
 	}
@@ -167,10 +170,10 @@ func (r *Relay) checkDeadLetterTopic(ctx context.Context) {
 	if r.dlqChecked.Load() {
 		return
 	}
-	_, err := topics.Partitions(ctx, r.cfg.Brokers, r.cfg.DeadLetterTopic)
+	_, err := topics.Admin{Brokers: r.cfg.Brokers, Conn: r.cfg.Kafka}.Partitions(ctx, r.cfg.DeadLetterTopic)
 	if errors.Is(err, topics.ErrNotFound) {
 		r.log.Info("creating the dead-letter topic", "topic", r.cfg.DeadLetterTopic)
-		err = topics.Create(ctx, r.cfg.Brokers, topics.Spec{Name: r.cfg.DeadLetterTopic, Partitions: 1})
+		err = topics.Admin{Brokers: r.cfg.Brokers, Conn: r.cfg.Kafka}.Create(ctx, topics.Spec{Name: r.cfg.DeadLetterTopic, Partitions: 1})
 	}
 	if err != nil {
 		r.log.Warn("cannot check the dead-letter topic; dead rows will wait in the outbox until it can be written", "topic", r.cfg.DeadLetterTopic, "err", err)
@@ -249,6 +252,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	ctx, r.cancel = context.WithCancel(ctx)
 	r.mu.Unlock()
 	defer close(r.done)
+	defer r.w.Transport.(*kafka.Transport).CloseIdleConnections()
+	defer r.dlq.Transport.(*kafka.Transport).CloseIdleConnections()
 	defer r.w.Close()
 	defer r.dlq.Close()
 	backoff := retry.NewBackoff(100*time.Millisecond, 5*time.Second)

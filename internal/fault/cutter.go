@@ -18,7 +18,7 @@ type Cutter struct {
 }
 
 // Dial opens a TCP connection to address (5 s timeout), unless the network is cut. It has the
-// shape of node.Config.KafkaDial.
+// shape of node.Config.Kafka.Dial.
 func (c *Cutter) Dial(ctx context.Context, network, address string) (net.Conn, error) {
 	if c.isDown() {
 		return nil, fmt.Errorf("dial %s: network cut", address)

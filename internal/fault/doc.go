@@ -9,7 +9,7 @@
 //	defer heal()
 //
 //	var cut fault.Cutter
-//	cfg.KafkaDial = cut.Dial // node i's connections to Kafka
+//	cfg.Kafka.Dial = cut.Dial // node i's connections to Kafka
 //	cut.Cut()                // open connections closed, new dials refused
 //	cut.Heal()
 //

@@ -9,6 +9,10 @@
 // writes is under a unique prefix. scripts/kafka.sh and scripts/redis.sh start such servers;
 // .ci/run runs the integration suite against them.
 //
+// NewSecureKafka starts a broker of its own with only a SASL_SSL listener, SCRAM users made at
+// format time and ACLs enforced, when CACHEWIRE_TEST_KAFKA_CLASSPATH names the broker's jars
+// (scripts/kafka.sh classpath); otherwise the test skips.
+//
 // Usage:
 //
 //	func TestX(t *testing.T) {

@@ -6,7 +6,11 @@
 //	err := topics.Create(ctx, brokers, topics.Spec{Name: "cachewire.users", Partitions: 3})
 //	n, err := topics.Partitions(ctx, brokers, "cachewire.users") // ErrNotFound if missing
 //
-// Every call uses a transport of its own and closes it, so nothing is left running.
+// Every call uses a transport of its own and closes it, so nothing is left running. Admin does
+// the same over TLS and SASL:
+//
+//	a := topics.Admin{Brokers: brokers, Conn: conn} // conn: an invalidation.KafkaConn
+//	err := a.Create(ctx, topics.Spec{Name: "cachewire.users", Partitions: 3})
 package topics
 
 import (
@@ -16,6 +20,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/invalidation"
 )
 
 // ErrNotFound is returned by Partitions when the topic does not exist.
@@ -33,24 +39,50 @@ type Spec struct {
 	Configs map[string]string
 }
 
+// Admin administers the topics of one Kafka cluster, connecting as Conn says (TLS, SASL). The
+// package-level functions are an Admin with a plaintext Conn.
+type Admin struct {
+	// Brokers are the bootstrap addresses. Required.
+	Brokers []string
+	// Conn says how to connect; the zero value is plaintext without authentication.
+	Conn invalidation.KafkaConn
+}
+
 // client returns a kafka-go client with a transport of its own, and the function that closes its
 // connections (the default transport is shared process-wide and never closes).
-func client(brokers []string) (*kafka.Client, func()) {
-	tr := &kafka.Transport{DialTimeout: 3 * time.Second}
-	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}, tr.CloseIdleConnections
+func (a Admin) client() (*kafka.Client, func()) { return a.Conn.Client(a.Brokers, 10*time.Second) }
+
+// Create is Admin{Brokers: brokers}.Create.
+func Create(ctx context.Context, brokers []string, s Spec) error {
+	return Admin{Brokers: brokers}.Create(ctx, s)
+}
+
+// Partitions is Admin{Brokers: brokers}.Partitions.
+func Partitions(ctx context.Context, brokers []string, topic string) (int, error) {
+	return Admin{Brokers: brokers}.Partitions(ctx, topic)
+}
+
+// EndOffsets is Admin{Brokers: brokers}.EndOffsets.
+func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	return Admin{Brokers: brokers}.EndOffsets(ctx, topic)
+}
+
+// Delete is Admin{Brokers: brokers}.Delete.
+func Delete(ctx context.Context, brokers []string, names ...string) error {
+	return Admin{Brokers: brokers}.Delete(ctx, names...)
 }
 
 // Create creates the topic unless it exists, then waits until the metadata shows every partition
 // with a leader, or ctx ends. A topic that already exists is not an error (its partition count is
 // then whatever it has).
-func Create(ctx context.Context, brokers []string, s Spec) error {
+func (a Admin) Create(ctx context.Context, s Spec) error {
 	if s.Partitions == 0 {
 		s.Partitions = 1
 	}
 	if s.Replication == 0 {
 		s.Replication = 1
 	}
-	c, done := client(brokers)
+	c, done := a.client()
 	defer done()
 	tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: s.Replication}
 	for k, v := range s.Configs {
@@ -98,8 +130,8 @@ func wait(ctx context.Context, c *kafka.Client, topic string, want int) error {
 
 // Partitions returns how many partitions topic has: ErrNotFound when it does not exist, another
 // error when Kafka cannot be asked.
-func Partitions(ctx context.Context, brokers []string, topic string) (int, error) {
-	c, done := client(brokers)
+func (a Admin) Partitions(ctx context.Context, topic string) (int, error) {
+	c, done := a.client()
 	defer done()
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
@@ -119,12 +151,12 @@ func Partitions(ctx context.Context, brokers []string, topic string) (int, error
 
 // EndOffsets returns the log end offset (the offset the next record will get) of every partition
 // of topic: ErrNotFound when the topic does not exist.
-func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
-	n, err := Partitions(ctx, brokers, topic)
+func (a Admin) EndOffsets(ctx context.Context, topic string) (map[int]int64, error) {
+	n, err := a.Partitions(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	c, done := client(brokers)
+	c, done := a.client()
 	defer done()
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
 	for p := range n {
@@ -148,11 +180,11 @@ func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]in
 }
 
 // Delete deletes topics; ones that do not exist are not an error.
-func Delete(ctx context.Context, brokers []string, names ...string) error {
+func (a Admin) Delete(ctx context.Context, names ...string) error {
 	if len(names) == 0 {
 		return nil
 	}
-	c, done := client(brokers)
+	c, done := a.client()
 	defer done()
 	resp, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: names})
 	if err != nil {

@@ -27,7 +27,7 @@ import (
 )
 
 // Scenarios, in the order they run.
-var Scenarios = []string{"read", "propagation", "apply", "writer", "outbox", "memory", "scaling"}
+var Scenarios = []string{"read", "propagation", "apply", "writer", "outbox", "memory", "scaling", "isolation"}
 
 // Config configures a run. Every field documents its zero-value default.
 type Config struct {
@@ -84,7 +84,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	start := time.Now()
 	steps := map[string]func(context.Context) error{
 		"read": r.read, "propagation": r.propagation, "apply": r.apply, "writer": r.writer,
-		"outbox": r.outboxBench, "memory": r.memory, "scaling": r.scaling,
+		"outbox": r.outboxBench, "memory": r.memory, "scaling": r.scaling, "isolation": r.isolation,
 	}
 	for i, s := range cfg.Scenarios {
 		r.progress("[%d/%d] %s", i+1, len(cfg.Scenarios), s)

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"time"
@@ -9,12 +10,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/cachewire/cachewire/internal/retry"
+	"github.com/cachewire/cachewire/internal/security"
 )
 
 // Error is a failed call: the gRPC code and the server's message.
@@ -39,6 +42,10 @@ func (e *Error) Is(target error) bool {
 		return e.Code == codes.Unavailable
 	case ErrResourceExhausted:
 		return e.Code == codes.ResourceExhausted
+	case ErrUnauthenticated:
+		return e.Code == codes.Unauthenticated
+	case ErrPermissionDenied:
+		return e.Code == codes.PermissionDenied
 	}
 	return false
 }
@@ -73,6 +80,8 @@ type options struct {
 	attempts    int
 	backoff     time.Duration
 	dialOptions []grpc.DialOption
+	tls         *tls.Config
+	token       string
 }
 
 func defaults() options {
@@ -89,8 +98,33 @@ func WithRetries(retries int, backoff time.Duration) Option {
 	return func(o *options) { o.attempts, o.backoff = retries+1, backoff }
 }
 
-// WithDialOptions adds gRPC dial options (TLS credentials, interceptors, ...). The default is
+// WithTLS connects over TLS with cfg (see TLSFiles for one built from PEM files). The default is
 // plaintext.
+func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg } }
+
+// WithBearerToken sends "authorization: Bearer TOKEN" with every call, for a server started
+// with --tokens-file. Use it with TLS, unless client and server share one host's loopback: the
+// token is a password.
+func WithBearerToken(token string) Option { return func(o *options) { o.token = token } }
+
+// TLSFiles builds a client TLS configuration from PEM files: ca signs the server's certificate
+// (empty: the system roots), cert and key are this client's own (mTLS; both or neither), and
+// serverName is the name the server's certificate must hold (empty: the host dialed). The
+// client certificate is read again when its files change.
+func TLSFiles(ca, cert, key, serverName string) (*tls.Config, error) {
+	return security.ClientFiles{Enable: true, CA: ca, Cert: cert, Key: key, ServerName: serverName}.Config()
+}
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false so that a sidecar on loopback can use a token without TLS.
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// WithDialOptions adds gRPC dial options (interceptors, ...).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
 }
@@ -110,8 +144,15 @@ func dial(target, service string, opts []Option) (*conn, error) {
 	if o.attempts < 1 {
 		o.attempts = 1
 	}
-	dopts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if o.tls != nil {
+		creds = credentials.NewTLS(o.tls)
+	}
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if o.token != "" {
+		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(o.token)))
+	}
+	dopts = append(append(dopts,
 		// Client-side health checking: connections to a server that reports NOT_SERVING (a
 		// node still positioning itself, or draining) are not used.
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"healthCheckConfig":{"serviceName":%q}}`, service)),
@@ -119,8 +160,7 @@ func dial(target, service string, opts []Option) (*conn, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 2 * time.Second,
-		}),
-	}, o.dialOptions...)
+		})), o.dialOptions...)
 	cc, err := grpc.NewClient(target, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("client: %q: %w", target, err)

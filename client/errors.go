@@ -11,6 +11,12 @@ var (
 	ErrInvalidArgument = errors.New("client: invalid argument")
 	// ErrUnavailable: the server, or what it depends on, cannot answer now; retry later.
 	ErrUnavailable = errors.New("client: unavailable")
-	// ErrResourceExhausted: the server is at its concurrency limit; back off.
+	// ErrResourceExhausted: the server is at its concurrency limit, or this client at its own
+	// (requests per second or in flight); back off.
 	ErrResourceExhausted = errors.New("client: resource exhausted")
+	// ErrUnauthenticated: the server identifies every caller, and this one sent no known bearer
+	// token nor a client certificate.
+	ErrUnauthenticated = errors.New("client: unauthenticated")
+	// ErrPermissionDenied: this client may not call the method (one that changes state).
+	ErrPermissionDenied = errors.New("client: permission denied")
 )

@@ -1,11 +1,10 @@
 package node
 
 import (
-	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"time"
@@ -16,6 +15,13 @@ import (
 	"github.com/cachewire/cachewire/lru"
 	"github.com/cachewire/cachewire/redistier"
 )
+
+// ClientsConfig says how the node identifies and limits its callers.
+type ClientsConfig = serving.ClientsConfig
+
+// MutatingMethods are the CacheService methods that change state, which
+// ClientsConfig.Writers restricts.
+var MutatingMethods = []string{"Set", "Invalidate", "Evict"}
 
 // Config configures a Node. Every field documents its zero-value default.
 type Config struct {
@@ -30,6 +36,13 @@ type Config struct {
 	HTTPAddr string
 	// Pprof enables /debug/pprof/ on HTTPAddr.
 	Pprof bool
+	// TLS, when set, is served on both listeners (with ClientCAs and RequireAndVerifyClientCert:
+	// mTLS). Nil: plaintext.
+	TLS *tls.Config
+	// Clients, when set, identifies each caller (bearer token or client certificate), labels
+	// metrics and logs with its name and holds it to per-client limits; Writers limits Set,
+	// Invalidate and Evict to named clients. Nil: callers are not told apart.
+	Clients *ClientsConfig
 
 	// Brokers are the Kafka bootstrap addresses. Required.
 	Brokers []string
@@ -96,9 +109,11 @@ type Config struct {
 	SubscriberMaxWait time.Duration
 	// Logger receives the node's logs. If nil, it defaults to slog.Default().
 	Logger *slog.Logger
-	// KafkaDial, when set, opens every connection this node makes to Kafka (subscriber, L2
-	// group member, publisher). Fault tests use it to cut one node off from Kafka.
-	KafkaDial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Kafka says how every Kafka client of the node connects (subscriber, L2 group member,
+	// publisher, L2 watcher, dead letters): TLS and SASL. The zero value is plaintext without
+	// authentication. Kafka.Dial, when set, opens every connection; fault tests use it to cut
+	// one node off from Kafka.
+	Kafka invalidation.KafkaConn
 }
 
 func (c *Config) validate() error {

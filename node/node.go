@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"google.golang.org/grpc"
 
 	"github.com/cachewire/cachewire/internal/serving"
@@ -94,10 +93,6 @@ func New(cfg Config) (*Node, error) {
 	if n.l1, err = lru.New(cfg.L1); err != nil {
 		return nil, err
 	}
-	var dialer *kafka.Dialer
-	if cfg.KafkaDial != nil {
-		dialer = &kafka.Dialer{Timeout: 5 * time.Second, DialFunc: cfg.KafkaDial}
-	}
 	if cfg.hasL2() {
 		l2cfg := cfg.L2
 		user := l2cfg.OnNewEpoch
@@ -117,7 +112,7 @@ func New(cfg Config) (*Node, error) {
 		n.l2 = tier
 		n.group, err = invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
 			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits, Formats: cfg.TopicFormats,
-			Logger: n.log, Dialer: dialer, DeadLetterTopic: cfg.DeadLetterTopic,
+			Logger: n.log, Kafka: cfg.Kafka, DeadLetterTopic: cfg.DeadLetterTopic,
 			Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 				_, _, err := n.l2.ApplyBatch(ctx, events, cfg.Policy)
 				return err
@@ -129,7 +124,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.sub, err = invalidation.NewSubscriber(invalidation.SubscriberConfig{
 		Brokers: cfg.Brokers, Topics: cfg.Topics, Limits: cfg.Limits, Formats: cfg.TopicFormats, Logger: n.log,
-		MaxWait: cfg.SubscriberMaxWait, Dialer: dialer,
+		MaxWait: cfg.SubscriberMaxWait, Kafka: cfg.Kafka,
 		OnInvalid: func(string, int, int64, error) { n.m.evInvalid.Inc() },
 		Sink:      invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
 	})
@@ -137,7 +132,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.pub, err = invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: cfg.Brokers, Topic: cfg.InvalidateTopic,
-		Limits: cfg.Limits, Dial: cfg.KafkaDial})
+		Limits: cfg.Limits, Kafka: cfg.Kafka})
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +187,9 @@ func (n *Node) Start() error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("node: Start called twice")
 	}
+	if err := n.preflight(); err != nil {
+		return err
+	}
 	srv, err := n.srv.Start(serving.Config{
 		Name: "node", GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr, Pprof: n.cfg.Pprof,
 		MaxRecvMsgBytes: n.cfg.MaxRecvMsgBytes, Registry: n.m.reg, Logger: n.log,
@@ -204,6 +202,7 @@ func (n *Node) Start() error {
 			return true, ""
 		},
 		DrainDelay: n.cfg.DrainDelay, ShutdownTimeout: n.cfg.ShutdownTimeout,
+		TLS: n.cfg.TLS, Clients: n.clientsConfig(),
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -232,6 +231,43 @@ func (n *Node) Start() error {
 	}
 	n.log.Info("cache node started", "grpc", n.GRPCAddr(), "http", n.HTTPAddr(), "topics", n.cfg.Topics,
 		"brokers", n.cfg.Brokers, "l2", l2, "origin", n.cfg.Loader != nil, "max_staleness", n.cfg.MaxStaleness)
+	return nil
+}
+
+func (n *Node) clientsConfig() *serving.ClientsConfig {
+	if n.cfg.Clients == nil {
+		return nil
+	}
+	c := *n.cfg.Clients
+	c.Mutating = MutatingMethods
+	return &c
+}
+
+// preflight refuses to start with credentials or certificates that cannot work: Kafka refusing
+// the SASL credentials or the TLS handshake, or denying access to the topics; Redis refusing
+// the user or password or the TLS handshake, or its ACL denying a command the tier needs. It
+// checks only secured connections (TLS, SASL, a Redis user or password set); Kafka or Redis
+// merely unreachable is logged, and the node starts anyway, as it does without security.
+func (n *Node) preflight() error {
+	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer cancel()
+	checker, ok := n.l2.(interface{ CheckAccess(context.Context) error }) // the Redis tier, not a test's fake
+	if l2 := n.cfg.L2; ok && (l2.TLS != nil || l2.Username != "" || l2.Password != "") {
+		if err := checker.CheckAccess(ctx); errors.Is(err, redistier.ErrUnreachable) {
+			n.log.Warn("Redis not reachable at start-up; serving from L1 and the origin until it is", "err", err)
+		} else if err != nil {
+			return fmt.Errorf("node: Redis: %w", err)
+		}
+	}
+	if n.cfg.Kafka.TLS == nil && n.cfg.Kafka.SASL == nil {
+		return nil
+	}
+	if err := n.cfg.Kafka.Check(ctx, n.cfg.Brokers, n.cfg.Topics...); err != nil {
+		if errors.Is(err, invalidation.ErrKafkaAccess) {
+			return fmt.Errorf("node: Kafka: %w", err)
+		}
+		n.log.Warn("Kafka not reachable at start-up; the node serves once it is positioned", "err", err)
+	}
 	return nil
 }
 

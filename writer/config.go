@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"os"
@@ -10,6 +11,13 @@ import (
 
 	"github.com/cachewire/cachewire/invalidation"
 )
+
+// ClientsConfig says how the writer identifies and limits its callers.
+type ClientsConfig = serving.ClientsConfig
+
+// MutatingMethods are the WriterService methods that change state, which
+// ClientsConfig.Writers restricts.
+var MutatingMethods = []string{"Put", "Delete"}
 
 // Config configures a Writer. Every field documents its zero-value default.
 type Config struct {
@@ -21,10 +29,21 @@ type Config struct {
 	GRPCAddr string
 	// HTTPAddr serves /healthz, /readyz and /metrics. If empty, "127.0.0.1:9091"; "-" disables.
 	HTTPAddr string
+	// TLS, when set, is served on both listeners (mTLS with RequireAndVerifyClientCert). Nil:
+	// plaintext.
+	TLS *tls.Config
+	// Clients, when set, identifies each caller, labels metrics and logs with its name, holds it
+	// to per-client limits, and stamps the events of its writes with it (source
+	// "WRITER_ID/CLIENT"); Writers limits Put and Delete to named clients. Nil: callers are not
+	// told apart, and events carry WriterID.
+	Clients *ClientsConfig
 	// Brokers are the Kafka bootstrap addresses. Required.
 	Brokers []string
 	// Topic receives the change events. Required.
 	Topic string
+	// Kafka says how the writer's Kafka clients connect (relay, dead letters, topic creation):
+	// TLS and SASL. The zero value is plaintext without authentication.
+	Kafka invalidation.KafkaConn
 	// CreateTopic creates Topic at start-up when it is missing, with TopicPartitions (default 3)
 	// and TopicReplication (default 1). Without it, a missing topic fails start-up.
 	CreateTopic                       bool

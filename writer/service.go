@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cachewire/cachewire/internal/serving"
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
@@ -39,7 +40,7 @@ func (s *service) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse,
 	if value == nil {
 		value = []byte{}
 	}
-	v, at, published, err := s.write(ctx, &write{key: req.GetKey(), value: value}, req.WaitPublished)
+	v, at, published, err := s.write(ctx, &write{key: req.GetKey(), value: value, client: serving.ClientName(ctx)}, req.WaitPublished)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +52,7 @@ func (s *service) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Delete
 	if err := s.checkKey(req.GetKey()); err != nil {
 		return nil, err
 	}
-	v, at, published, err := s.write(ctx, &write{key: req.GetKey(), deleted: true}, req.WaitPublished)
+	v, at, published, err := s.write(ctx, &write{key: req.GetKey(), deleted: true, client: serving.ClientName(ctx)}, req.WaitPublished)
 	if err != nil {
 		return nil, err
 	}

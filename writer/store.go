@@ -100,6 +100,7 @@ type write struct {
 	key     string
 	value   []byte
 	deleted bool
+	client  string // the caller, when the server identifies callers: stamped into the event's source
 	// results
 	version     uint64
 	committedAt time.Time
@@ -125,6 +126,9 @@ func (s *store) commit(ws []*write, source string, eventValueMax int) error {
 				return err
 			}
 			e := invalidation.Event{Key: w.key, Version: seq, Op: invalidation.OpUpsert, CommittedAt: now, Source: source}
+			if w.client != "" {
+				e.Source = source + "/" + w.client
+			}
 			switch {
 			case w.deleted:
 				e.Op = invalidation.OpDelete

@@ -71,7 +71,7 @@ func New(cfg Config) (*Writer, error) {
 	// The relay is the only producer and hands over whole batches, so a short batch timeout adds
 	// little latency without splitting batches.
 	limits := invalidation.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: max(cfg.EventValueMax, 1)}
-	pub, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: cfg.Brokers, Topic: cfg.Topic,
+	pub, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Kafka: cfg.Kafka,
 		BatchTimeout: 500 * time.Microsecond, BatchSize: cfg.RelayBatch,
 		// The relay retries on its own; one attempt bounded by 5 s keeps Close prompt.
 		MaxAttempts: 1, WriteTimeout: 5 * time.Second, Limits: limits})
@@ -106,7 +106,7 @@ func New(cfg Config) (*Writer, error) {
 			Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.DeadLetterTopic, Balancer: kafka.Murmur2Balancer{},
 			RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, MaxAttempts: 1,
 			WriteTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
-			Transport: &kafka.Transport{DialTimeout: 5 * time.Second}, // its own, closed by stop
+			Transport: cfg.Kafka.Transport(), // its own, closed by stop
 		}
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
@@ -141,6 +141,7 @@ func (w *Writer) Start() error {
 			pb.RegisterOriginServiceServer(g, &originService{s: svc})
 		},
 		DrainDelay: w.cfg.DrainDelay, ShutdownTimeout: w.cfg.ShutdownTimeout,
+		TLS: w.cfg.TLS, Clients: w.clientsConfig(),
 	})
 	if err != nil {
 		return fmt.Errorf("writer: %w", err)
@@ -159,22 +160,35 @@ func (w *Writer) Start() error {
 	return nil
 }
 
+func (w *Writer) clientsConfig() *serving.ClientsConfig {
+	if w.cfg.Clients == nil {
+		return nil
+	}
+	c := *w.cfg.Clients
+	c.Mutating = MutatingMethods
+	return &c
+}
+
 // ensureTopic creates the topic when it is missing and creation is allowed; a missing topic
-// without creation fails. Kafka unreachable is not fatal.
+// without creation fails, and so do refused credentials, an untrusted broker certificate and a
+// missing permission. Kafka unreachable is not fatal.
 func (w *Writer) ensureTopic() error {
 	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
 	defer cancel()
-	_, err := topics.Partitions(ctx, w.cfg.Brokers, w.cfg.Topic)
+	_, err := topics.Admin{Brokers: w.cfg.Brokers, Conn: w.cfg.Kafka}.Partitions(ctx, w.cfg.Topic)
 	switch {
 	case err == nil:
 		return nil
+	case invalidation.AccessError(err) != nil:
+		return fmt.Errorf("writer: topic %q: %w", w.cfg.Topic, invalidation.AccessError(err))
 	case !errors.Is(err, topics.ErrNotFound):
 		w.log.Warn("Kafka unreachable at start-up; writes are kept in the outbox until it is back", "err", err)
 		return nil
 	case !w.cfg.CreateTopic:
 		return fmt.Errorf("writer: topic %q does not exist and --create-topic is off", w.cfg.Topic)
 	}
-	if err := topics.Create(ctx, w.cfg.Brokers, topics.Spec{Name: w.cfg.Topic, Partitions: w.cfg.TopicPartitions, Replication: w.cfg.TopicReplication}); err != nil {
+	admin := topics.Admin{Brokers: w.cfg.Brokers, Conn: w.cfg.Kafka}
+	if err := admin.Create(ctx, topics.Spec{Name: w.cfg.Topic, Partitions: w.cfg.TopicPartitions, Replication: w.cfg.TopicReplication}); err != nil {
 		return fmt.Errorf("writer: %w", err)
 	}
 	w.log.Info("created topic", "topic", w.cfg.Topic, "partitions", w.cfg.TopicPartitions, "replication", w.cfg.TopicReplication)

@@ -133,7 +133,7 @@ func cmdTail(ctx context.Context, g *globals, args []string) int {
 	}
 	// Ask for the topic first: a missing topic is a wrong --topic, not an unreachable Kafka.
 	actx, acancel := g.ctx(ctx)
-	ends, err := topics.EndOffsets(actx, g.brokers, g.topic)
+	ends, err := topics.Admin{Brokers: g.brokers, Conn: g.kafka}.EndOffsets(actx, g.topic)
 	acancel()
 	switch {
 	case errors.Is(err, topics.ErrNotFound):
@@ -149,7 +149,7 @@ func cmdTail(ctx context.Context, g *globals, args []string) int {
 	defer cancel()
 	events := make(chan eventJSON, 1024)
 	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{
-		Brokers: g.brokers, Topics: []string{g.topic}, FromBeginning: fromBeginning, MaxWait: 100 * time.Millisecond,
+		Brokers: g.brokers, Kafka: g.kafka, Topics: []string{g.topic}, FromBeginning: fromBeginning, MaxWait: 100 * time.Millisecond,
 		Logger: quietLogger(g.errOut),
 		OnInvalid: func(_ string, partition int, offset int64, err error) {
 			// Said, not dropped: a dead-letter topic, say, holds records that are not events.

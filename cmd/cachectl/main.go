@@ -36,6 +36,8 @@ import (
 
 	"github.com/cachewire/cachewire/client"
 	"github.com/cachewire/cachewire/internal/flagenv"
+	"github.com/cachewire/cachewire/internal/security"
+	"github.com/cachewire/cachewire/invalidation"
 )
 
 // Exit codes scripts can rely on.
@@ -110,6 +112,10 @@ type globals struct {
 	timeout      time.Duration
 	in           io.Reader
 	out, errOut  io.Writer
+	sec          *security.ClientFlags
+	kafkaFlags   *security.KafkaFlags
+	kafka        invalidation.KafkaConn
+	opts         []client.Option
 }
 
 // envPrefix is the prefix of cachectl's environment variables; the unprefixed CACHEWIRE_NODE
@@ -131,6 +137,8 @@ func runIn(ctx context.Context, args []string, getenv func(string) string, stdin
 	fs.BoolVar(&g.json, "json", false, "print JSON instead of text")
 	fs.DurationVar(&g.timeout, "timeout", 5*time.Second, "deadline of each call")
 	env := flagenv.Command{Prefix: envPrefix, Legacy: "CACHEWIRE_", Stdout: stdout}
+	g.sec = security.RegisterClient(fs, &env)
+	g.kafkaFlags = security.RegisterKafka(fs, &env)
 	if err := env.Parse(fs, args, getenv); err != nil {
 		switch {
 		case errors.Is(err, flagenv.ErrVersion):
@@ -145,6 +153,10 @@ func runIn(ctx context.Context, args []string, getenv func(string) string, stdin
 	}
 	for _, w := range env.Warnings() {
 		fmt.Fprintf(stderr, "cachectl: warning: %s\n", w)
+	}
+	if err := g.secure(); err != nil {
+		fmt.Fprintf(stderr, "cachectl: %v\n", err)
+		return exitUsage
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprint(stderr, "cachectl: no command\n\n")
@@ -322,12 +334,31 @@ func (g *globals) ctx(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, g.timeout)
 }
 
+// secure turns the TLS, token and Kafka flags into client options and a Kafka connection.
+func (g *globals) secure() error {
+	g.opts = []client.Option{client.WithTimeout(g.timeout)}
+	cfg, err := g.sec.TLS.Config()
+	if err != nil {
+		return fmt.Errorf("--tls-*: %w", err)
+	}
+	if cfg != nil {
+		g.opts = append(g.opts, client.WithTLS(cfg))
+	}
+	if t := g.sec.Token.Value(); t != "" {
+		g.opts = append(g.opts, client.WithBearerToken(t))
+	}
+	if g.kafka, err = g.kafkaFlags.Conn(); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}
+
 func (g *globals) cache() (*client.Cache, error) {
-	return client.NewCache(g.node, client.WithTimeout(g.timeout))
+	return client.NewCache(g.node, g.opts...)
 }
 
 func (g *globals) writerClient() (*client.Writer, error) {
-	return client.NewWriter(g.writer, client.WithTimeout(g.timeout))
+	return client.NewWriter(g.writer, g.opts...)
 }
 
 type itemJSON struct {

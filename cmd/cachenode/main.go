@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/cachewire/cachewire/internal/flagenv"
+	"github.com/cachewire/cachewire/internal/security"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/node"
 )
@@ -52,6 +53,9 @@ type options struct {
 	env         flagenv.Command
 	logFormat   string
 	logLevel    string
+	server      *security.ServerFlags
+	kafka       *security.KafkaFlags
+	redis       *security.RedisFlags
 }
 
 // parseFlags parses args (and the environment) into options.
@@ -74,7 +78,10 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.StringVar(&o.redisMode, "redis-mode", "single", "Redis topology: single, sentinel (with --redis-master) or cluster")
 	fs.StringVar(&c.L2.MasterName, "redis-master", "", "Sentinel master name (with --redis-mode sentinel)")
 	fs.StringVar(&c.L2.Username, "redis-username", "", "Redis ACL user name; empty: the default user")
-	fs.StringVar(&c.L2.Password, "redis-password", "", "Redis password (prefer the environment variable)")
+	o.env = env
+	o.redis = security.RegisterRedis(fs, &o.env)
+	o.kafka = security.RegisterKafka(fs, &o.env)
+	o.server = security.RegisterServer(fs, "Set, Invalidate and Evict")
 	fs.StringVar(&c.L2.KeyPrefix, "redis-prefix", "cw:", "prefix of every Redis key")
 	fs.DurationVar(&c.L2.TTL, "redis-ttl", time.Hour, "TTL of a value in Redis")
 	fs.DurationVar(&c.L2.TombstoneTTL, "redis-tombstone-ttl", 10*time.Minute, "TTL of a tombstone in Redis (longer than --loader-timeout)")
@@ -103,7 +110,6 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.check, "check-config", false, "validate the flags and configuration, then exit (0 when valid) without connecting")
-	o.env = env
 	if err := o.env.Parse(fs, args, getenv); err != nil {
 		return nil, err
 	}
@@ -142,10 +148,19 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 		chk.Size(n.name, n.v, 1)
 	}
 	chk.Size("max-recv-msg-bytes", int64(c.MaxRecvMsgBytes), 0)
+	o.server.Check(&chk)
 	if err := chk.Err(); err != nil {
 		return nil, err
 	}
 	var err error
+	if c.Kafka, err = o.kafka.Conn(); err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if c.L2.TLS, err = o.redis.TLS.Config(); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	c.L2.Password = o.redis.Password.Value()
+	c.L2.SentinelUsername, c.L2.SentinelPassword = o.redis.SentinelUsername, o.redis.SentinelPassword.Value()
 	if c.Policy, err = invalidation.ParsePolicy(o.policy); err != nil {
 		return nil, err
 	}
@@ -192,6 +207,10 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	o.cfg.Logger = log
 	o.env.LogWarnings(log)
+	if o.cfg.TLS, _, o.cfg.Clients, err = o.server.Build(log, node.MutatingMethods...); err != nil {
+		flagenv.PrintError(stderr, "cachenode", err)
+		return 2
+	}
 	if o.check {
 		o.cfg.Logger = slog.New(slog.DiscardHandler) // a check prints its verdict only
 	}

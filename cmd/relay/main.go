@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"flag"
@@ -32,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cachewire/cachewire/internal/flagenv"
+	"github.com/cachewire/cachewire/internal/security"
 	"github.com/cachewire/cachewire/outbox"
 )
 
@@ -44,6 +46,8 @@ func main() {
 type options struct {
 	cfg         outbox.RelayConfig
 	brokers     flagenv.List
+	kafka       *security.KafkaFlags
+	tlsFiles    security.ServerFiles
 	httpAddr    string
 	apply       bool
 	printSchema bool
@@ -71,6 +75,10 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	e := env
+	o.kafka = security.RegisterKafka(fs, &e)
+	fs.StringVar(&o.tlsFiles.Cert, "tls-cert", "", "PEM certificate of the HTTP listener (with --tls-key); reloaded when the file changes. Empty: plaintext")
+	fs.StringVar(&o.tlsFiles.Key, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&o.tlsFiles.ClientCA, "tls-client-ca", "", "PEM CA file: the HTTP listener requires and verifies client certificates signed by it (mTLS)")
 	if err := e.Parse(fs, args, getenv); err != nil {
 		return nil, nil, err
 	}
@@ -88,6 +96,10 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	chk.Size("batch", int64(o.cfg.Batch), 1)
 	if err := chk.Err(); err != nil {
 		return nil, nil, err
+	}
+	var err error
+	if o.cfg.Kafka, err = o.kafka.Conn(); err != nil {
+		return nil, nil, fmt.Errorf("kafka: %w", err)
 	}
 	return o, &e, nil
 }
@@ -119,6 +131,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		flagenv.PrintError(stderr, "relay", err)
 		return 2
 	}
+	var serverTLS *security.ServerTLS
+	if o.tlsFiles.Enabled() {
+		if serverTLS, err = security.NewServerTLS(o.tlsFiles, log); err != nil {
+			flagenv.PrintError(stderr, "relay", err)
+			return 2
+		}
+	}
 	if o.check {
 		fmt.Fprintln(stderr, "relay: configuration OK")
 		return 0
@@ -141,6 +160,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		if serverTLS != nil {
+			cfg := serverTLS.Config()
+			cfg.NextProtos = []string{"http/1.1"}
+			lis = tls.NewListener(lis, cfg)
+		}
 		go func() { _ = srv.Serve(lis) }()
 		defer srv.Close()
 		log.Info("serving /metrics and /healthz", "addr", lis.Addr().String())

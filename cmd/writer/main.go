@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cachewire/cachewire/internal/flagenv"
+	"github.com/cachewire/cachewire/internal/security"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/writer"
 )
@@ -40,6 +41,8 @@ type options struct {
 	logLevel  string
 	check     bool
 	env       flagenv.Command
+	server    *security.ServerFlags
+	kafka     *security.KafkaFlags
 }
 
 func parseFlags(args []string, getenv func(string) string, out io.Writer) (*options, error) {
@@ -70,6 +73,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.check, "check-config", false, "validate the flags and configuration, then exit (0 when valid) without opening anything")
 	o.env = env
+	o.kafka = security.RegisterKafka(fs, &o.env)
+	o.server = security.RegisterServer(fs, "Put and Delete")
 	if err := o.env.Parse(fs, args, getenv); err != nil {
 		return nil, err
 	}
@@ -93,8 +98,13 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 		chk.Size(n.name, int64(n.v), 1)
 	}
 	chk.Size("max-recv-msg-bytes", int64(c.MaxRecvMsgBytes), 0)
+	o.server.Check(&chk)
 	if err := chk.Err(); err != nil {
 		return nil, err
+	}
+	var err error
+	if c.Kafka, err = o.kafka.Conn(); err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	return o, nil
 }
@@ -115,6 +125,10 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	o.cfg.Logger = log
 	o.env.LogWarnings(log)
+	if o.cfg.TLS, _, o.cfg.Clients, err = o.server.Build(log, writer.MutatingMethods...); err != nil {
+		flagenv.PrintError(stderr, "writer", err)
+		return 2
+	}
 	if o.check {
 		if err := writer.CheckConfig(o.cfg); err != nil {
 			flagenv.PrintError(stderr, "writer", err)

@@ -52,6 +52,7 @@ type Command struct {
 	Environ func() []string
 
 	warnings []string
+	secrets  []*Secret
 }
 
 // Alias accepts --old as a deprecated spelling of the already defined flag --name: setting it
@@ -91,6 +92,20 @@ func (c *Command) Parse(fs *flag.FlagSet, args []string, getenv func(string) str
 	if fs.Lookup("version") == nil {
 		fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	}
+	// A secret on the command line is refused before the flag package could echo it.
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		for _, s := range c.secrets {
+			if strings.HasPrefix(a, "-") && name == s.name {
+				err := fmt.Errorf("--%s: a secret is never taken on the command line (ps shows it to every user): set %s or --%s-file", s.name, s.env, s.name)
+				fmt.Fprintln(fs.Output(), err)
+				return err
+			}
+		}
+	}
 	// The flag package prints the error itself; the whole usage only for --help.
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
@@ -114,7 +129,8 @@ func (c *Command) Parse(fs *flag.FlagSet, args []string, getenv func(string) str
 	c.unknownVariables(fs)
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if _, isAlias := f.Value.(*alias); err != nil || set[f.Name] || isAlias || f.Name == "version" {
+		_, isSecret := f.Value.(*secretFlag)
+		if _, isAlias := f.Value.(*alias); err != nil || set[f.Name] || isAlias || isSecret || f.Name == "version" {
 			return
 		}
 		env := EnvName(c.Prefix, f.Name)
@@ -135,6 +151,11 @@ func (c *Command) Parse(fs *flag.FlagSet, args []string, getenv func(string) str
 			}
 		}
 	})
+	for _, s := range c.secrets {
+		if err == nil {
+			err = s.resolve(getenv)
+		}
+	}
 	return err
 }
 
@@ -317,3 +338,70 @@ func (c *Check) Size(flagName string, n int64, min int64) {
 
 // Err returns every problem found, joined, or nil.
 func (c *Check) Err() error { return errors.Join(c.errs...) }
+
+// Secret is a password or token that a command reads from its environment variable or from a
+// file named by --NAME-file, never from a command-line value (which every user of the machine
+// sees in ps) and never from a flag default. Its String, and so --help, never shows it.
+type Secret struct {
+	name, env string
+	file      string
+	value     string
+	source    string
+}
+
+// Secret defines --NAME-file (a file holding the secret; one trailing newline is dropped) and
+// reads the variable PREFIX+NAME, and defines --NAME only to refuse it with a message saying
+// where the secret goes instead. Parse resolves it; setting both the variable and the file is
+// an error.
+func (c *Command) Secret(fs *flag.FlagSet, name, usage string) *Secret {
+	s := &Secret{name: name, env: EnvName(c.Prefix, name)}
+	fs.Var(&secretFlag{s: s}, name, usage+": set it in the environment variable or with --"+name+"-file, never on the command line")
+	fs.StringVar(&s.file, name+"-file", "", "file holding the "+strings.ReplaceAll(name, "-", " ")+" (mounted secret); the environment variable "+s.env+" is the other way to set it")
+	c.secrets = append(c.secrets, s)
+	return s
+}
+
+func (s *Secret) resolve(getenv func(string) string) error {
+	v := getenv(s.env)
+	switch {
+	case v != "" && s.file != "":
+		return fmt.Errorf("%s and --%s-file are both set: set one", s.env, s.name)
+	case v != "":
+		s.value, s.source = v, s.env
+	case s.file != "":
+		raw, err := os.ReadFile(s.file)
+		if err != nil {
+			return fmt.Errorf("--%s-file: %w", s.name, err)
+		}
+		v = strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
+		if v == "" {
+			return fmt.Errorf("--%s-file %s: the file is empty", s.name, s.file)
+		}
+		s.value, s.source = v, "--"+s.name+"-file "+s.file
+	}
+	return nil
+}
+
+// Value returns the secret, or "" when neither the variable nor the file is set.
+func (s *Secret) Value() string { return s.value }
+
+// Source says where the secret came from (the variable's name or the file), for logs; "" when
+// unset. It never contains the secret.
+func (s *Secret) Source() string { return s.source }
+
+// String hides the value.
+func (s *Secret) String() string {
+	if s.value == "" {
+		return ""
+	}
+	return "(set from " + s.source + ")"
+}
+
+// secretFlag is --NAME of a Secret: it refuses any value given on the command line.
+type secretFlag struct{ s *Secret }
+
+func (f *secretFlag) String() string { return "" }
+
+func (f *secretFlag) Set(string) error {
+	return fmt.Errorf("a secret is never taken on the command line (ps shows it to every user): set %s or --%s-file", f.s.env, f.s.name)
+}

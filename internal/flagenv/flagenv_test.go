@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -103,5 +105,63 @@ func TestUnknownVariableUnderThePrefixIsReported(t *testing.T) {
 	}
 	if strings.Contains(w, "CW_NODE_ID is set") || strings.Contains(w, "CW_WRITER_TOPIC") || strings.Contains(w, "CW_NODE_GRPC_ADDR is set") {
 		t.Fatalf("warned about a known or foreign variable:\n%s", w)
+	}
+}
+
+// TestSecretComesFromTheEnvironmentOrAFileOnly: a secret is read from its variable or its
+// file, refused on the command line with a message naming both ways, never shown by --help, and
+// setting both ways is an error.
+func TestSecretComesFromTheEnvironmentOrAFileOnly(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(args []string, env map[string]string) (*Secret, string, error) {
+		c := &Command{Prefix: "T_", Environ: func() []string { return nil }}
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		var out strings.Builder
+		fs.SetOutput(&out)
+		s := c.Secret(fs, "db-password", "database password")
+		err := c.Parse(fs, args, func(k string) string { return env[k] })
+		return s, out.String(), err
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    string
+		source  string
+		wantErr string
+	}{
+		{name: "variable", env: map[string]string{"T_DB_PASSWORD": "from-env"}, want: "from-env", source: "T_DB_PASSWORD"},
+		{name: "file", args: []string{"--db-password-file", file}, want: "from-file", source: "--db-password-file " + file},
+		{name: "file by variable", env: map[string]string{"T_DB_PASSWORD_FILE": file}, want: "from-file", source: "--db-password-file " + file},
+		{name: "unset"},
+		{name: "command line", args: []string{"--db-password", "hunter2"}, wantErr: "never taken on the command line"},
+		{name: "both", args: []string{"--db-password-file", file}, env: map[string]string{"T_DB_PASSWORD": "x"}, wantErr: "both set"},
+		{name: "missing file", args: []string{"--db-password-file", file + ".nope"}, wantErr: "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, err := parse(tc.args, tc.env)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to say %q", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Fatalf("the error shows the secret: %v", err)
+				}
+				return
+			}
+			if err != nil || s.Value() != tc.want || s.Source() != tc.source {
+				t.Fatalf("got %q from %q (%v), want %q from %q", s.Value(), s.Source(), err, tc.want, tc.source)
+			}
+			if strings.Contains(s.String(), tc.want) && tc.want != "" {
+				t.Fatalf("String() shows the secret: %q", s.String())
+			}
+		})
+	}
+	_, help, err := parse([]string{"--help"}, map[string]string{"T_DB_PASSWORD": "from-env"})
+	if !errors.Is(err, flag.ErrHelp) || strings.Contains(help, "from-env") || !strings.Contains(help, "T_DB_PASSWORD") {
+		t.Fatalf("--help: %v\n%s\nwant the variable named and the secret not shown", err, help)
 	}
 }

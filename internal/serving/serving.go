@@ -15,12 +15,14 @@
 //	...
 //	s.Shutdown(ctx) // NOT_SERVING, drain delay, graceful stop
 //
-// The security and tracing work extends Config (TLS credentials, more interceptors); callers
-// keep using New, Start, Shutdown and Close.
+// With Config.TLS both listeners speak TLS (mTLS when it verifies client certificates), and
+// with Config.Clients every request is attributed to a named client and held to that client's
+// limits (see ClientsConfig and ClientName).
 package serving
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -80,6 +83,13 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the server's logs. If nil, slog.Default().
 	Logger *slog.Logger
+	// TLS, when set, is what both listeners serve (security.ServerTLS's Config reloads rotated
+	// certificates and can require client certificates). Nil: plaintext.
+	TLS *tls.Config
+	// Clients, when set, identifies every gRPC caller (bearer token or client certificate),
+	// labels its metrics and logs with the name, and enforces per-client limits. Nil: callers
+	// are not told apart.
+	Clients *ClientsConfig
 }
 
 func (c *Config) validate() error {
@@ -130,7 +140,17 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	s.m = newRequestMetrics(cfg.Registry)
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.m.observe}, cfg.Interceptors...)...)}
+	unary := []grpc.UnaryServerInterceptor{s.m.observe}
+	var opts []grpc.ServerOption
+	if cfg.Clients != nil {
+		c := newClients(*cfg.Clients, cfg.Registry, cfg.Logger)
+		unary = append(unary, c.unary)
+		opts = append(opts, grpc.ChainStreamInterceptor(c.stream))
+	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(append(unary, cfg.Interceptors...)...))
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
 	if cfg.MaxRecvMsgBytes > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes))
 	}
@@ -177,6 +197,9 @@ func (s *Server) Start() error {
 		if s.hlis, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
 			s.glis.Close()
 			return fmt.Errorf("%s: HTTP listen on %s: %w", s.cfg.Name, s.cfg.HTTPAddr, err)
+		}
+		if s.cfg.TLS != nil {
+			s.hlis = tls.NewListener(s.hlis, httpTLS(s.cfg.TLS))
 		}
 	}
 	s.wg.Add(1)
@@ -456,4 +479,23 @@ func (r *Ref) Start(cfg Config) (*Server, error) {
 // InvalidArgument naming them; the transport bound only caps the memory one request can take.
 func RecvMsgBytes(maxValue int) int {
 	return max(16<<20, 2*maxValue+64<<10)
+}
+
+// httpTLS is cfg offering HTTP/1.1 by ALPN: http.Server.Serve on a TLS listener does not speak
+// HTTP/2.
+func httpTLS(cfg *tls.Config) *tls.Config {
+	c := cfg.Clone()
+	c.NextProtos = []string{"http/1.1"}
+	if get := c.GetConfigForClient; get != nil {
+		c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			cc, err := get(hello)
+			if err != nil || cc == nil {
+				return cc, err
+			}
+			cc = cc.Clone()
+			cc.NextProtos = []string{"http/1.1"}
+			return cc, nil
+		}
+	}
+	return c
 }

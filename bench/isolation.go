@@ -25,7 +25,7 @@ func (r *runner) isolation(ctx context.Context) error {
 		c, err := r.clusterWith(ctx, 1, 3, func(_ int, nc *node.Config) {
 			nc.Clients = &node.ClientsConfig{Tokens: map[string]string{tokenA: "a", tokenB: "b"}}
 			if limited {
-				nc.Clients.Rate, nc.Clients.Burst, nc.Clients.MaxInFlight = 2_000, 200, 4
+				nc.Clients.Rate, nc.Clients.Burst, nc.Clients.MaxInFlight = 100_000, 1_000, 2
 			}
 		})
 		if err != nil {
@@ -87,7 +87,7 @@ func (r *runner) isolation(ctx context.Context) error {
 			return err
 		}
 		sa, su := alone.Summarize(), under.Summarize()
-		caseName := "B at concurrency 1 while A floods at 16, A limited to 2000/s and 4 in flight"
+		caseName := "B at concurrency 1 while A floods at 16, each client limited to 100000/s and 2 in flight"
 		if !limited {
 			caseName = "B at concurrency 1 while A floods at 16, no per-client limits"
 		}

@@ -90,7 +90,12 @@ start() {
   if [ ! -f "$state/data/meta.properties" ]; then
     rm -rf "$state"; mkdir -p "$state"
     write_config
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    # An id starting with '-' is drawn again (as Kafka's Uuid.randomUuid does): the storage tool
+    # would read "-t -xyz" as a missing value, and one start in 64 failed.
+    cluster_id=-
+    while [ "${cluster_id#-}" != "$cluster_id" ]; do
+      cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
     java_cmd kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$state/server.properties" >"$state/format.log" 2>&1 \
       || { cat "$state/format.log" >&2; exit 1; }
   fi

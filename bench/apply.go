@@ -37,7 +37,7 @@ func (r *runner) apply(ctx context.Context) error {
 }
 
 func (r *runner) applyCase(ctx context.Context, brokers []string, topic string, partitions, events int) error {
-	tr := &kafka.Transport{}
+	tr := r.cfg.Kafka.Transport()
 	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 5000, Transport: tr}
@@ -59,13 +59,13 @@ func (r *runner) applyCase(ctx context.Context, brokers []string, topic string, 
 	w.Close()
 	caseName := fmt.Sprintf("%d partition(s), %d events", partitions, events)
 
-	rawRate, err := rawConsume(ctx, brokers, topic, partitions, events)
+	rawRate, err := rawConsume(ctx, r.cfg.Kafka, brokers, topic, partitions, events)
 	if err != nil {
 		return err
 	}
 	// One node's L1 subscriber.
 	cache, _ := lru.New(lru.Config{MaxEntries: 20_000})
-	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{Brokers: brokers, Topics: []string{topic},
+	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{Brokers: brokers, Kafka: r.cfg.Kafka, Topics: []string{topic},
 		FromBeginning: true, Logger: r.log,
 		Sink: invalidation.SinkFuncs{
 			Apply:     func(_ string, _ int, evs []invalidation.Event) { cache.ApplyBatch(evs, invalidation.RefreshAll) },
@@ -89,13 +89,13 @@ func (r *runner) applyCase(ctx context.Context, brokers []string, topic string, 
 	// (250 ms) is meant for a real Redis; miniredis under the race detector on a busy machine
 	// can take longer for a whole batch, and the group applier would then retry the same batch
 	// forever. This measures throughput, not the timeout: give the batch time.
-	tier, err := redistier.New(redistier.Config{Addrs: []string{addr}, KeyPrefix: r.name("apply") + ":",
+	tier, err := redistier.New(redistier.Config{Addrs: []string{addr}, TLS: r.cfg.RedisTLS, Username: r.cfg.RedisUsername, Password: r.cfg.RedisPassword, KeyPrefix: r.name("apply") + ":",
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, Logger: r.log})
 	if err != nil {
 		return err
 	}
 	defer tier.Close()
-	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{Brokers: brokers, Topics: []string{topic},
+	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{Brokers: brokers, Kafka: r.cfg.Kafka, Topics: []string{topic},
 		GroupID: r.name("group"), Logger: r.log, MaxBatch: 1000,
 		Applier: invalidation.BatchApplierFunc(func(ctx context.Context, evs []invalidation.Event) error {
 			_, _, err := tier.ApplyBatch(ctx, evs, invalidation.RefreshAll)
@@ -153,7 +153,7 @@ func timeUntil(ctx context.Context, run func(context.Context) error, closeFn fun
 
 // rawConsume reads every partition from its start with kafka-go Conns, without decoding, and
 // returns messages per second.
-func rawConsume(ctx context.Context, brokers []string, topic string, partitions, events int) (float64, error) {
+func rawConsume(ctx context.Context, kc invalidation.KafkaConn, brokers []string, topic string, partitions, events int) (float64, error) {
 	start := time.Now()
 	var total atomic.Int64
 	var wg sync.WaitGroup
@@ -162,7 +162,7 @@ func rawConsume(ctx context.Context, brokers []string, topic string, partitions,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := (&kafka.Dialer{Timeout: 5 * time.Second}).DialLeader(ctx, "tcp", brokers[0], topic, p)
+			conn, err := kc.Dialer().DialLeader(ctx, "tcp", brokers[0], topic, p)
 			if err != nil {
 				errs[p] = err
 				return

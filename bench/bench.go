@@ -8,6 +8,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/cachewire/cachewire/embedded"
 	"github.com/cachewire/cachewire/internal/topics"
+	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/node"
 )
 
@@ -33,8 +35,13 @@ var Scenarios = []string{"read", "propagation", "apply", "writer", "outbox", "me
 type Config struct {
 	// Brokers, when set, name a real Kafka; otherwise each scenario uses an in-process kfake.
 	Brokers []string
+	// Kafka is how every client connects to Brokers (TLS, SASL); the zero value is plaintext.
+	Kafka invalidation.KafkaConn
 	// RedisAddr, when set, names a real Redis; otherwise each scenario uses miniredis.
 	RedisAddr string
+	// RedisTLS, RedisUsername and RedisPassword are how every client connects to RedisAddr.
+	RedisTLS                     *tls.Config
+	RedisUsername, RedisPassword string
 	// PostgresDSN (a postgres:// URL) names the PostgreSQL the outbox scenario uses, in a schema
 	// of its own that it drops at the end. If empty, that scenario is skipped.
 	PostgresDSN string
@@ -141,12 +148,13 @@ func (r *runner) cluster(ctx context.Context, nodes, partitions int) (*embedded.
 func (r *runner) clusterWith(ctx context.Context, nodes, partitions int, mod func(int, *node.Config)) (*embedded.Cluster, error) {
 	topic := r.name("events")
 	if len(r.cfg.Brokers) > 0 {
-		if err := topics.Create(ctx, r.cfg.Brokers, topics.Spec{Name: topic, Partitions: partitions}); err != nil {
+		if err := r.admin().Create(ctx, topics.Spec{Name: topic, Partitions: partitions}); err != nil {
 			return nil, err
 		}
 	}
 	return embedded.Start(embedded.Config{
-		Nodes: nodes, Brokers: r.cfg.Brokers, RedisAddr: r.cfg.RedisAddr, RedisPrefix: r.name("redis") + ":",
+		Nodes: nodes, Brokers: r.cfg.Brokers, Kafka: r.cfg.Kafka, RedisAddr: r.cfg.RedisAddr,
+		RedisTLS: r.cfg.RedisTLS, RedisUsername: r.cfg.RedisUsername, RedisPassword: r.cfg.RedisPassword, RedisPrefix: r.name("redis") + ":",
 		GroupID: r.name("l2"), Topic: topic, Partitions: partitions, Logger: r.log,
 		Node: func(i int, c *node.Config) {
 			c.L1.MaxEntries = 1 << 20
@@ -158,12 +166,15 @@ func (r *runner) clusterWith(ctx context.Context, nodes, partitions int, mod fun
 	})
 }
 
+// admin is the topic admin of the run's real Kafka.
+func (r *runner) admin() topics.Admin { return topics.Admin{Brokers: r.cfg.Brokers, Conn: r.cfg.Kafka} }
+
 // kafkaFor returns brokers for a raw-Kafka measurement: the run's real ones, or a fresh kfake.
 func (r *runner) kafkaFor(partitions int, topic string) (brokers []string, stop func(), err error) {
 	if len(r.cfg.Brokers) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return r.cfg.Brokers, func() {}, topics.Create(ctx, r.cfg.Brokers, topics.Spec{Name: topic, Partitions: partitions})
+		return r.cfg.Brokers, func() {}, r.admin().Create(ctx, topics.Spec{Name: topic, Partitions: partitions})
 	}
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(partitions), topic))
 	if err != nil {

@@ -16,10 +16,14 @@ import (
 // each scenario reports rows with anchors; it asserts no speed.
 func TestSmokeEveryScenario(t *testing.T) {
 	cfg := Config{Smoke: true, Duration: 100 * time.Millisecond}
-	if b := os.Getenv(testenv.EnvKafka); b != "" {
-		cfg.Brokers = strings.Split(b, ",")
+	if os.Getenv(testenv.EnvKafka) != "" {
+		k := testenv.NewKafka(t)
+		cfg.Brokers, cfg.Kafka = k.Brokers, k.Conn
 	}
-	cfg.RedisAddr = os.Getenv(testenv.EnvRedis)
+	if os.Getenv(testenv.EnvRedis) != "" {
+		r := testenv.NewRedis(t)
+		cfg.RedisAddr, cfg.RedisTLS, cfg.RedisUsername, cfg.RedisPassword = r.Addr, r.TLS, r.Username, r.Password
+	}
 	cfg.PostgresDSN = os.Getenv(testenv.EnvPostgres) // the outbox scenario is skipped without it
 	var progress bytes.Buffer
 	cfg.Progress = &progress

@@ -84,7 +84,7 @@ func (r *runner) relayThroughput(ctx context.Context, dsn string, db *sql.DB) er
 		return err
 	}
 	defer stop()
-	relay, err := outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: brokers, Topic: topic, DeadLetterTopic: topic + ".dead",
+	relay, err := outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: brokers, Kafka: r.cfg.Kafka, Topic: topic, DeadLetterTopic: topic + ".dead",
 		Batch: outboxBatch, PollInterval: 100 * time.Millisecond, Logger: r.log})
 	if err != nil {
 		return err
@@ -106,7 +106,7 @@ func (r *runner) relayThroughput(ctx context.Context, dsn string, db *sql.DB) er
 	}
 
 	// The anchor: the same messages, encoded the same way, in batches of the relay's size.
-	tr := &kafka.Transport{}
+	tr := r.cfg.Kafka.Transport()
 	defer tr.CloseIdleConnections()
 	kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: kafka.Murmur2Balancer{}, Transport: tr,
 		RequiredAcks: kafka.RequireAll, BatchSize: outboxBatch, BatchTimeout: time.Millisecond, MaxAttempts: 1}
@@ -147,7 +147,7 @@ func (r *runner) commitToFresh(ctx context.Context, dsn string, db *sql.DB) erro
 		return err
 	}
 	defer c.Close()
-	relay, err := outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: c.Brokers, Topic: c.Topic, DeadLetterTopic: c.Topic + ".dead",
+	relay, err := outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: c.Brokers, Kafka: r.cfg.Kafka, Topic: c.Topic, DeadLetterTopic: c.Topic + ".dead",
 		PollInterval: 100 * time.Millisecond, Logger: r.log})
 	if err != nil {
 		return err

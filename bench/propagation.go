@@ -129,14 +129,14 @@ func (r *runner) rawPropagation(ctx context.Context, rounds int) (Latencies, err
 		return nil, err
 	}
 	defer stop()
-	tr := &kafka.Transport{}
+	tr := r.cfg.Kafka.Transport()
 	defer tr.CloseIdleConnections()
 	// The writer's relay settings (acks=all, 0.5 ms batch timeout), which is what produces
 	// cachewire's events.
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: 500 * time.Microsecond, Transport: tr}
 	defer w.Close()
-	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 1 << 20,
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Dialer: r.cfg.Kafka.Dialer(), Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 1 << 20,
 		MaxWait: 100 * time.Millisecond, ReadLagInterval: -1})
 	defer rd.Close()
 	got := make(chan time.Time, 1)

@@ -27,7 +27,9 @@ func (r *runner) read(ctx context.Context) error {
 		return err
 	}
 	defer cache.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr, PoolSize: 64})
+	// The anchor speaks TLS like the tier but logs in as the default user: MGET is no command of
+	// the tier, so the tier's ACL user may not run it.
+	rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr, PoolSize: 64, TLSConfig: r.cfg.RedisTLS})
 	defer rdb.Close()
 	anchorKey := func(i int) string { return r.prefix + ":anchor:" + strconv.Itoa(i) }
 	for i := range keys {

@@ -31,7 +31,7 @@ func (r *runner) writer(ctx context.Context) error {
 		return err
 	}
 	defer stop()
-	tr := &kafka.Transport{}
+	tr := r.cfg.Kafka.Transport()
 	defer tr.CloseIdleConnections()
 	kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, Transport: tr}

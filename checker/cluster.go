@@ -2,6 +2,8 @@ package checker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,10 +15,14 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	kplain "github.com/twmb/franz-go/pkg/sasl/plain"
+	kscram "github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/cachewire/cachewire/client"
 	"github.com/cachewire/cachewire/embedded"
@@ -34,27 +40,117 @@ const (
 	EnvRedis    = "CACHEWIRE_TEST_REDIS"
 	EnvKafkaCtl = "CACHEWIRE_TEST_KAFKA_CTL"
 	EnvRedisCtl = "CACHEWIRE_TEST_REDIS_CTL"
+
+	EnvKafkaTLSCA         = "CACHEWIRE_TEST_KAFKA_TLS_CA"
+	EnvKafkaSASLMechanism = "CACHEWIRE_TEST_KAFKA_SASL_MECHANISM"
+	EnvKafkaSASLUsername  = "CACHEWIRE_TEST_KAFKA_SASL_USERNAME"
+	EnvKafkaSASLPassword  = "CACHEWIRE_TEST_KAFKA_SASL_PASSWORD"
+	EnvRedisTLSCA         = "CACHEWIRE_TEST_REDIS_TLS_CA"
+	EnvRedisUsername      = "CACHEWIRE_TEST_REDIS_USERNAME"
+	EnvRedisPassword      = "CACHEWIRE_TEST_REDIS_PASSWORD"
 )
 
 // Env names the Kafka and Redis a Cluster runs on. Empty fields mean in-process ones.
 type Env struct {
-	Brokers   []string
+	Brokers []string
+	// KafkaTLS, when set, is the TLS configuration for Brokers (a SASL_SSL listener).
+	KafkaTLS *tls.Config
+	// KafkaSASL is the SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), user and password
+	// for Brokers; an empty mechanism means no SASL.
+	KafkaSASL SASL
 	RedisAddr string
+	// RedisTLS, RedisUsername and RedisPassword are how the tiers connect to RedisAddr.
+	RedisTLS                     *tls.Config
+	RedisUsername, RedisPassword string
 	// KafkaCtl and RedisCtl are the scripts that control the real servers (scripts/kafka.sh,
 	// scripts/redis.sh): faults on real servers need them (pause, restart).
 	KafkaCtl, RedisCtl string
 }
 
-// EnvFromTestEnv reads the real servers' addresses and control scripts the way the tests do
-// (CACHEWIRE_TEST_KAFKA, CACHEWIRE_TEST_REDIS, CACHEWIRE_TEST_KAFKA_CTL, CACHEWIRE_TEST_REDIS_CTL).
-func EnvFromTestEnv() Env {
+// SASL names a SASL mechanism and its credentials.
+type SASL struct{ Mechanism, Username, Password string }
+
+// EnvFromTestEnv reads the real servers' addresses, credentials and control scripts the way the
+// tests do (CACHEWIRE_TEST_KAFKA, CACHEWIRE_TEST_REDIS and their _TLS_CA, _SASL_* and ACL user
+// variables, CACHEWIRE_TEST_KAFKA_CTL, CACHEWIRE_TEST_REDIS_CTL).
+func EnvFromTestEnv() (Env, error) {
 	var e Env
 	if b := os.Getenv(EnvKafka); b != "" {
 		e.Brokers = strings.Split(b, ",")
 	}
 	e.RedisAddr = os.Getenv(EnvRedis)
 	e.KafkaCtl, e.RedisCtl = os.Getenv(EnvKafkaCtl), os.Getenv(EnvRedisCtl)
-	return e
+	e.KafkaSASL = SASL{os.Getenv(EnvKafkaSASLMechanism), os.Getenv(EnvKafkaSASLUsername), os.Getenv(EnvKafkaSASLPassword)}
+	e.RedisUsername, e.RedisPassword = os.Getenv(EnvRedisUsername), os.Getenv(EnvRedisPassword)
+	var err error
+	if e.KafkaTLS, err = tlsFromEnv(EnvKafkaTLSCA); err != nil {
+		return e, err
+	}
+	if e.RedisTLS, err = tlsFromEnv(EnvRedisTLSCA); err != nil {
+		return e, err
+	}
+	if _, err := e.kafkaConn(); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// tlsFromEnv returns a TLS configuration trusting the CA file the variable env names, or nil
+// when it is unset.
+func tlsFromEnv(env string) (*tls.Config, error) {
+	path := os.Getenv(env)
+	if path == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("checker: %s: %w", env, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("checker: %s: %s holds no PEM certificate", env, path)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// kafkaConn is how kafka-go clients connect to Brokers.
+func (e Env) kafkaConn() (invalidation.KafkaConn, error) {
+	c := invalidation.KafkaConn{TLS: e.KafkaTLS}
+	var err error
+	switch e.KafkaSASL.Mechanism {
+	case "":
+	case "PLAIN":
+		c.SASL = plain.Mechanism{Username: e.KafkaSASL.Username, Password: e.KafkaSASL.Password}
+	case "SCRAM-SHA-256":
+		c.SASL, err = scram.Mechanism(scram.SHA256, e.KafkaSASL.Username, e.KafkaSASL.Password)
+	case "SCRAM-SHA-512":
+		c.SASL, err = scram.Mechanism(scram.SHA512, e.KafkaSASL.Username, e.KafkaSASL.Password)
+	default:
+		err = fmt.Errorf("unknown SASL mechanism %q (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", e.KafkaSASL.Mechanism)
+	}
+	if err != nil {
+		return c, fmt.Errorf("checker: %s: %w", EnvKafkaSASLMechanism, err)
+	}
+	return c, nil
+}
+
+// kgoOpts are the same connection settings for franz-go's client (DeleteRecords, which
+// kafka-go lacks).
+func (e Env) kgoOpts() []kgo.Opt {
+	var opts []kgo.Opt
+	if e.KafkaTLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(e.KafkaTLS.Clone()))
+	}
+	a := kscram.Auth{User: e.KafkaSASL.Username, Pass: e.KafkaSASL.Password}
+	switch e.KafkaSASL.Mechanism {
+	case "PLAIN":
+		opts = append(opts, kgo.SASL(kplain.Auth{User: e.KafkaSASL.Username, Pass: e.KafkaSASL.Password}.AsMechanism()))
+	case "SCRAM-SHA-256":
+		opts = append(opts, kgo.SASL(a.AsSha256Mechanism()))
+	case "SCRAM-SHA-512":
+		opts = append(opts, kgo.SASL(a.AsSha512Mechanism()))
+	}
+	return opts
 }
 
 // Cluster is an embedded cluster (a writer and N nodes in this process, on in-process or real
@@ -116,7 +212,12 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 			c.Close()
 		}
 	}()
-	c.emb, err = embedded.Start(embedded.Config{Nodes: cfg.Nodes, Brokers: env.Brokers, RedisAddr: env.RedisAddr,
+	kconn, err := env.kafkaConn()
+	if err != nil {
+		return c, err
+	}
+	c.emb, err = embedded.Start(embedded.Config{Nodes: cfg.Nodes, Brokers: env.Brokers, Kafka: kconn, RedisAddr: env.RedisAddr,
+		RedisTLS: env.RedisTLS, RedisUsername: env.RedisUsername, RedisPassword: env.RedisPassword,
 		RedisPrefix: prefix, GroupID: c.group, Topic: "cwcheck-" + id, Partitions: cfg.Partitions, Logger: cfg.Logger,
 		Writer: func(wc *writer.Config) { wc.WaitTimeout = time.Second },
 		Node: func(i int, nc *node.Config) {
@@ -127,8 +228,10 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 		return c, err
 	}
 	c.kfake, c.mini = c.emb.Kafka(), c.emb.Redis()
-	c.rdb = redis.NewClient(&redis.Options{Addr: c.emb.RedisAddr})
-	if c.tier, err = redistier.New(redistier.Config{Client: c.rdb, KeyPrefix: prefix}); err != nil {
+	// rdb is the default user (FLUSHALL is no tier's command); the tier logs in as the nodes do.
+	c.rdb = redis.NewClient(&redis.Options{Addr: c.emb.RedisAddr, TLSConfig: env.RedisTLS})
+	if c.tier, err = redistier.New(redistier.Config{Addrs: []string{c.emb.RedisAddr}, TLS: env.RedisTLS,
+		Username: env.RedisUsername, Password: env.RedisPassword, KeyPrefix: prefix}); err != nil {
 		return c, err
 	}
 	opts := []client.Option{client.WithTimeout(5 * time.Second), client.WithRetries(4, 100*time.Millisecond)}
@@ -288,7 +391,7 @@ func (c *Cluster) DeleteRecords(ctx context.Context, partitions int) error {
 		}
 		return nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.emb.Brokers...))
+	cl, err := kgo.NewClient(append(c.env.kgoOpts(), kgo.SeedBrokers(c.emb.Brokers...))...)
 	if err != nil {
 		return err
 	}
@@ -320,7 +423,11 @@ func (c *Cluster) DeleteRecords(ctx context.Context, partitions int) error {
 // AddGroupMember starts a bare L2 group member (no node) in the shared group, to force a
 // rebalance; the returned func removes it.
 func (c *Cluster) AddGroupMember(ctx context.Context) (func(), error) {
-	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{Brokers: c.emb.Brokers, Topics: []string{c.emb.Topic},
+	kconn, err := c.env.kafkaConn()
+	if err != nil {
+		return nil, err
+	}
+	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{Brokers: c.emb.Brokers, Kafka: kconn, Topics: []string{c.emb.Topic},
 		GroupID: c.group, Logger: c.log,
 		Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 			_, _, err := c.tier.ApplyBatch(ctx, events, invalidation.RefreshHeld)

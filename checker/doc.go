@@ -12,6 +12,8 @@
 // (workload.go), the final reads (finals.go) and the checks (check.go). cmd/cachecheck prints
 // the report; TestFaultScenarios runs every scenario in the test suite.
 //
-//	out := checker.Run(ctx, checker.EnvFromTestEnv(), checker.Scenarios[0], checker.Options{Seed: 7})
+//	env, err := checker.EnvFromTestEnv()
+//	...
+//	out := checker.Run(ctx, env, checker.Scenarios[0], checker.Options{Seed: 7})
 //	if !out.Result.OK() { ... }
 package checker

@@ -15,7 +15,10 @@ import (
 // session or node going back in time, no lost write, and every node and Redis converged.
 // CACHEWIRE_CHECK_SEED replays a failed run's choices (its seed is in the failure message).
 func TestFaultScenarios(t *testing.T) {
-	env := EnvFromTestEnv()
+	env, err := EnvFromTestEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := Options{Duration: 4 * time.Second, Outage: 1500 * time.Millisecond, MaxStaleness: time.Second}
 	if os.Getenv("CACHEWIRE_CHECK_LOG") != "" {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

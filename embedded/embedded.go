@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/node"
 	"github.com/cachewire/cachewire/writer"
 )
@@ -26,10 +28,17 @@ type Config struct {
 	// Brokers, when set, are a real Kafka's bootstrap addresses; if empty, an in-process kfake
 	// cluster is started.
 	Brokers []string
+	// Kafka is how the writer and the nodes connect to a real Kafka (TLS, SASL); the zero value
+	// is plaintext, which the in-process one speaks. A Node hook that sets Kafka.Dial keeps it.
+	Kafka invalidation.KafkaConn
 	// KafkaPort is the in-process Kafka's port. If zero, any free port.
 	KafkaPort int
 	// RedisAddr, when set, is a real Redis; if empty, an in-process miniredis is started.
 	RedisAddr string
+	// RedisTLS, RedisUsername and RedisPassword are how the nodes connect to a real Redis (TLS,
+	// an ACL user); empty means plaintext as the default user, which the in-process one speaks.
+	RedisTLS                     *tls.Config
+	RedisUsername, RedisPassword string
 	// RedisPort is the in-process Redis's port. If zero, any free port.
 	RedisPort int
 	// RedisPrefix prefixes every Redis key. If empty, "cw:".

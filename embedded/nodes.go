@@ -24,8 +24,9 @@ func (c *Cluster) startNode(i int) (*node.Node, error) {
 	id := "node-" + strconv.Itoa(i+1)
 	nc := node.Config{
 		NodeID: id, GRPCAddr: c.NodeAddrs[i], HTTPAddr: c.httpAddr(),
-		Brokers: c.Brokers, Topics: []string{c.Topic}, GroupID: c.cfg.GroupID,
-		L2:     redistier.Config{Addrs: []string{c.RedisAddr}, KeyPrefix: c.cfg.RedisPrefix},
+		Brokers: c.Brokers, Kafka: c.cfg.Kafka, Topics: []string{c.Topic}, GroupID: c.cfg.GroupID,
+		L2: redistier.Config{Addrs: []string{c.RedisAddr}, KeyPrefix: c.cfg.RedisPrefix,
+			TLS: c.cfg.RedisTLS, Username: c.cfg.RedisUsername, Password: c.cfg.RedisPassword},
 		Loader: loader, Policy: invalidation.RefreshHeld, SubscriberMaxWait: 100 * time.Millisecond,
 		Logger: c.cfg.Logger.With("component", id),
 	}

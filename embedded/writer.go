@@ -10,7 +10,7 @@ import (
 // startWriter starts the writer on WriterAddr and its database.
 func (c *Cluster) startWriter() (*writer.Writer, error) {
 	wc := writer.Config{WriterID: "embedded-writer", DBPath: filepath.Join(c.dir, "writer.db"),
-		GRPCAddr: c.WriterAddr, HTTPAddr: c.httpAddr(), Brokers: c.Brokers, Topic: c.Topic, CreateTopic: true,
+		GRPCAddr: c.WriterAddr, HTTPAddr: c.httpAddr(), Brokers: c.Brokers, Kafka: c.cfg.Kafka, Topic: c.Topic, CreateTopic: true,
 		TopicPartitions: c.cfg.Partitions, Logger: c.cfg.Logger.With("component", "writer")}
 	if c.cfg.Writer != nil {
 		c.cfg.Writer(&wc)

@@ -208,11 +208,10 @@ func freeAddr(t *testing.T) string {
 // startNode runs the cachenode binary and waits until /readyz says it is serving.
 func (c *cluster) startNode(withOrigin bool, extra ...string) *nodeProc {
 	c.t.Helper()
-	args := []string{
-		"--kafka-brokers", c.kafka.Brokers[0], "--topics", c.topic, "--group-id", c.group,
-		"--redis-addrs", c.redis.Addr, "--redis-prefix", c.redis.Prefix, "--log-level", "debug",
+	args := append(append(c.kafka.Flags(c.t), c.redis.Flags(c.t)...),
+		"--topics", c.topic, "--group-id", c.group, "--log-level", "debug",
 		"--drain-delay", "0s", // tests that need one pass it again
-	}
+	)
 	if withOrigin {
 		args = append(args, "--origin-addr", c.origin.addr)
 	}
@@ -231,7 +230,7 @@ func httpStatus(url string) int {
 
 func (c *cluster) publish(e invalidation.Event) {
 	c.t.Helper()
-	p, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: c.kafka.Brokers, Topic: c.topic})
+	p, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: c.kafka.Brokers, Kafka: c.kafka.Conn, Topic: c.topic})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -285,7 +284,7 @@ func TestOriginMissFillsL1AndL2(t *testing.T) {
 	if r := getKey(t, a, "k", 0); r.Tier != pb.Tier_TIER_L1 || r.Version != 7 {
 		t.Fatalf("second read: %+v, want L1", r)
 	}
-	tier, err := redistier.New(redistier.Config{Addrs: []string{c.redis.Addr}, KeyPrefix: c.redis.Prefix})
+	tier, err := redistier.New(redistier.Config{Addrs: []string{c.redis.Addr}, TLS: c.redis.TLS, Username: c.redis.Username, Password: c.redis.Password, KeyPrefix: c.redis.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

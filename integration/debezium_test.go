@@ -66,13 +66,13 @@ func TestDebeziumPipelineRefreshesEveryNode(t *testing.T) {
 	name := p.Schema // unique: the slot, the publication and the topic prefix
 	topic := name + "." + p.Schema + ".users"
 	c := newCluster(t)
-	if err := topics.Create(ctx, c.kafka.Brokers, topics.Spec{Name: topic, Partitions: 1}); err != nil {
+	if err := c.kafka.Admin().Create(ctx, topics.Spec{Name: topic, Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer dcancel()
-		_ = topics.Delete(dctx, c.kafka.Brokers, topic)
+		_ = c.kafka.Admin().Delete(dctx, topic)
 	})
 
 	props := filepath.Join(t.TempDir(), "users.properties")
@@ -100,7 +100,7 @@ snapshot.mode=initial
 		t.Fatal(err)
 	}
 	_, restPort, _ := net.SplitHostPort(freeAddr(t))
-	w := &connectWorker{t: t, env: []string{"CACHEWIRE_CONNECT_BROKERS=" + c.kafka.Brokers[0], "CACHEWIRE_CONNECT_PORT=" + restPort, "CACHEWIRE_STATE_DIR=" + state}}
+	w := &connectWorker{t: t, env: []string{"CACHEWIRE_CONNECT_BROKERS=" + c.kafka.JVMBootstrap(), "CACHEWIRE_CONNECT_PORT=" + restPort, "CACHEWIRE_STATE_DIR=" + state}}
 	t.Cleanup(func() {
 		cmd := exec.Command("../scripts/connect.sh", "stop")
 		cmd.Env = append(os.Environ(), w.env...)

@@ -60,7 +60,7 @@ func TestJavaProducerJSONRefreshesEveryNode(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "java", append([]string{"-cp", cp, "JsonProducer", c.kafka.Brokers[0], c.topic}, args...)...)
+		cmd := exec.CommandContext(ctx, "java", append([]string{"-cp", cp, "JsonProducer", c.kafka.JVMBootstrap(), c.topic}, args...)...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("java JsonProducer %v: %v\n%s", args, err, out)
 		}
@@ -111,14 +111,14 @@ func TestSpringCloudStreamProducerRefreshesEveryNode(t *testing.T) {
 	}
 	c := newCluster(t)
 	topic := testenv.TopicName(t, "spring")
-	if err := topics.Create(ctx, c.kafka.Brokers, topics.Spec{Name: topic, Partitions: 3}); err != nil {
+	if err := c.kafka.Admin().Create(ctx, topics.Spec{Name: topic, Partitions: 3}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = topics.Delete(context.Background(), c.kafka.Brokers, topic) })
+	t.Cleanup(func() { _ = c.kafka.Admin().Delete(context.Background(), topic) })
 	addr := freeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	app := exec.Command("java", "-Xmx256m", "-jar", filepath.Join(build, "users-stream.jar"))
-	app.Env = append(os.Environ(), "PORT="+port, "TOPIC="+topic, "KAFKA_BROKERS="+c.kafka.Brokers[0])
+	app.Env = append(os.Environ(), "PORT="+port, "TOPIC="+topic, "KAFKA_BROKERS="+c.kafka.JVMBootstrap())
 	logs := &syncBuffer{}
 	app.Stdout, app.Stderr = logs, logs
 	if err := app.Start(); err != nil {
@@ -165,7 +165,7 @@ func TestSpringCloudStreamProducerRefreshesEveryNode(t *testing.T) {
 		}
 	}
 	// The record is on the partition every node computes for the key.
-	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: c.kafka.Brokers, Topic: topic, Partition: invalidation.PartitionFor("user:42", 3), MaxWait: 50 * time.Millisecond})
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: c.kafka.Brokers, Dialer: c.kafka.Dialer(), Topic: topic, Partition: invalidation.PartitionFor("user:42", 3), MaxWait: 50 * time.Millisecond})
 	defer rd.Close()
 	mctx, mcancel := context.WithTimeout(ctx, 30*time.Second)
 	m, err := rd.ReadMessage(mctx)

@@ -20,10 +20,10 @@ import (
 )
 
 // relayProcess runs cmd/relay against the test's outbox; it is SIGKILLed when the test ends.
-func relayProcess(t *testing.T, dsn string, brokers []string, topic string) *exec.Cmd {
+func relayProcess(t *testing.T, dsn string, k *testenv.Kafka, topic string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "relay"), "--postgres-dsn", dsn, "--kafka-brokers", brokers[0], "--topic", topic,
-		"--poll-interval", "100ms", "--http-addr", "-", "--log-level", "warn")
+	cmd := exec.Command(filepath.Join(binDir, "relay"), append(k.Flags(t), "--postgres-dsn", dsn, "--topic", topic,
+		"--poll-interval", "100ms", "--http-addr", "-", "--log-level", "warn")...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -49,7 +49,7 @@ func TestRelaySIGKILLedLosesNothing(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := map[string]bool{}
-	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{Brokers: k.Brokers, Topics: []string{topic},
+	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{Brokers: k.Brokers, Kafka: k.Conn, Topics: []string{topic},
 		FromBeginning: true, MaxWait: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 		Sink: invalidation.SinkFuncs{Apply: func(_ string, _ int, evs []invalidation.Event) {
 			mu.Lock()
@@ -65,8 +65,8 @@ func TestRelaySIGKILLedLosesNothing(t *testing.T) {
 	go func() { subDone <- sub.Run(ctx) }()
 	defer func() { sub.Close(); <-subDone }()
 
-	a := relayProcess(t, p.DSN, k.Brokers, topic)
-	b := relayProcess(t, p.DSN, k.Brokers, topic)
+	a := relayProcess(t, p.DSN, k, topic)
+	b := relayProcess(t, p.DSN, k, topic)
 	const n = 300
 	for i := range n {
 		tx, err := db.BeginTx(ctx, nil)
@@ -84,7 +84,7 @@ func TestRelaySIGKILLedLosesNothing(t *testing.T) {
 		switch i {
 		case n / 3:
 			_ = a.Process.Kill()
-			relayProcess(t, p.DSN, k.Brokers, topic)
+			relayProcess(t, p.DSN, k, topic)
 		case 2 * n / 3:
 			_ = b.Process.Kill()
 		}
@@ -198,7 +198,7 @@ func TestRelayKilledBetweenPublishAndDeleteLosesNothing(t *testing.T) {
 	if err := hold.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT seq FROM cachewire_outbox FOR UPDATE) l`).Scan(&locked); err != nil || locked != 20 {
 		t.Fatalf("locked %d rows (%v), want 20", locked, err)
 	}
-	active := relayProcess(t, p.DSN, c.kafka.Brokers, c.topic)
+	active := relayProcess(t, p.DSN, c.kafka, c.topic)
 	_, latest := w.committed()
 	var backend int
 	testenv.WaitFor(t, time.Minute, func() string {
@@ -224,7 +224,7 @@ func TestRelayKilledBetweenPublishAndDeleteLosesNothing(t *testing.T) {
 	if n, err := outboxRows(db); err != nil || n != 20 {
 		t.Fatalf("%d rows in the outbox after the kill (%v), want all 20: nothing is deleted before the ack is followed by the delete", n, err)
 	}
-	relayProcess(t, p.DSN, c.kafka.Brokers, c.topic) // the standby
+	relayProcess(t, p.DSN, c.kafka, c.topic) // the standby
 	for range 20 {
 		if err := w.commit(ctx); err != nil {
 			t.Fatal(err)
@@ -282,7 +282,7 @@ func TestRelayResumesAfterPostgresRestart(t *testing.T) {
 	}
 	c := newCluster(t)
 	nodes := []*nodeProc{c.startNode(false, "--refresh-policy", "refresh-all")}
-	relayProcess(t, dsn, c.kafka.Brokers, c.topic) // one process throughout: it must reconnect by itself
+	relayProcess(t, dsn, c.kafka, c.topic) // one process throughout: it must reconnect by itself
 
 	const n = 300
 	w := newOutboxWriter(db)

@@ -20,7 +20,7 @@ func TestReadYourWritesAcrossNodes(t *testing.T) {
 	k := testenv.NewKafka(t)
 	r := testenv.NewRedis(t)
 	topic := k.CreateTopic(t, "events", 3)
-	c, err := embedded.Start(embedded.Config{Nodes: 3, Brokers: k.Brokers, RedisAddr: r.Addr, RedisPrefix: r.Prefix,
+	c, err := embedded.Start(embedded.Config{Nodes: 3, Brokers: k.Brokers, Kafka: k.Conn, RedisAddr: r.Addr, RedisTLS: r.TLS, RedisUsername: r.Username, RedisPassword: r.Password, RedisPrefix: r.Prefix,
 		GroupID: testenv.TopicName(t, "l2"), Topic: topic})
 	if err != nil {
 		t.Fatal(err)

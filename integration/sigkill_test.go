@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,11 +20,10 @@ import (
 // node going back in time, no lost write, and every node and Redis converged once quiet.
 func TestNodeSIGKILLUnderLoad(t *testing.T) {
 	c := newCluster(t)
-	w := startWriter(t, strings.Join(c.kafka.Brokers, ","), c.topic, filepath.Join(t.TempDir(), "w.db"), "--create-topic=false")
+	w := startWriter(t, c.kafka.Flags(t), c.topic, filepath.Join(t.TempDir(), "w.db"), "--create-topic=false")
 	nodeArgs := func() []string {
-		return []string{"--kafka-brokers", c.kafka.Brokers[0], "--topics", c.topic, "--group-id", c.group,
-			"--redis-addrs", c.redis.Addr, "--redis-prefix", c.redis.Prefix, "--origin", "grpc://" + w.grpc,
-			"--max-staleness", "1s", "--log-level", "warn"}
+		return append(append(c.kafka.Flags(t), c.redis.Flags(t)...), "--topics", c.topic, "--group-id", c.group,
+			"--origin", "grpc://"+w.grpc, "--max-staleness", "1s", "--log-level", "warn")
 	}
 	var mu sync.Mutex
 	var caches []*client.Cache
@@ -78,7 +76,7 @@ func TestNodeSIGKILLUnderLoad(t *testing.T) {
 	for i := range keys {
 		keys[i] = fmt.Sprintf("key-%d", i)
 	}
-	tier, err := redistier.New(redistier.Config{Addrs: []string{c.redis.Addr}, KeyPrefix: c.redis.Prefix})
+	tier, err := redistier.New(redistier.Config{Addrs: []string{c.redis.Addr}, TLS: c.redis.TLS, Username: c.redis.Username, Password: c.redis.Password, KeyPrefix: c.redis.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ func TestSmokeKafkaRoundTrip(t *testing.T) {
 
 	w := &kafka.Writer{
 		Addr:         kafka.TCP(k.Brokers...),
+		Transport:    k.Conn.Transport(),
 		Topic:        topic,
 		Balancer:     kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll,
@@ -52,7 +53,7 @@ func TestSmokeKafkaRoundTrip(t *testing.T) {
 	// same way a consumer that only knows the key would.
 	partition := (kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(sent.Key)}, 0, 1, 2)
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: k.Brokers, Topic: topic, Partition: partition, MaxWait: 50 * time.Millisecond,
+		Brokers: k.Brokers, Dialer: k.Dialer(), Topic: topic, Partition: partition, MaxWait: 50 * time.Millisecond,
 	})
 	defer func() { _ = r.Close() }()
 	if err := r.SetOffset(kafka.FirstOffset); err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,9 +22,10 @@ type writerProc struct {
 	client pb.WriterServiceClient
 }
 
-func startWriter(t *testing.T, brokers, topic, dbPath string, extra ...string) *writerProc {
+// startWriter runs the writer binary; kafka are its Kafka flags (testenv's Kafka.Flags).
+func startWriter(t *testing.T, kafka []string, topic, dbPath string, extra ...string) *writerProc {
 	t.Helper()
-	args := append([]string{"--kafka-brokers", brokers, "--topic", topic, "--db-path", dbPath, "--writer-id", "crash-test"}, extra...)
+	args := append(append(kafka, "--topic", topic, "--db-path", dbPath, "--writer-id", "crash-test"), extra...)
 	p := startProc(t, "writer", args...)
 	return &writerProc{proc: p, client: pb.NewWriterServiceClient(p.conn)}
 }
@@ -38,11 +38,11 @@ type eventLog struct {
 	order  []string // violations of per-key order
 }
 
-func readTopic(t *testing.T, brokers []string, topic string) *eventLog {
+func readTopic(t *testing.T, k *testenv.Kafka, topic string) *eventLog {
 	t.Helper()
 	l := &eventLog{seen: map[string]map[uint64]bool{}, latest: map[string]uint64{}}
 	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{
-		Brokers: brokers, Topics: []string{topic}, FromBeginning: true, MaxWait: 50 * time.Millisecond,
+		Brokers: k.Brokers, Kafka: k.Conn, Topics: []string{topic}, FromBeginning: true, MaxWait: 50 * time.Millisecond,
 		Sink: invalidation.SinkFuncs{
 			Apply: func(_ string, _ int, events []invalidation.Event) {
 				l.mu.Lock()
@@ -80,7 +80,7 @@ func TestWriterCrashLosesNoCommittedChange(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "writer.db")
 	dead := freeAddr(t) // nothing listens here: Kafka is unreachable for the first writer
 
-	w := startWriter(t, dead, topic, db, "--wait-published-timeout", "10ms")
+	w := startWriter(t, []string{"--kafka-brokers", dead}, topic, db, "--wait-published-timeout", "10ms")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	committed := map[string][]uint64{}
@@ -109,7 +109,7 @@ func TestWriterCrashLosesNoCommittedChange(t *testing.T) {
 	<-w.exited
 	w.exited <- nil
 
-	w2 := startWriter(t, strings.Join(k.Brokers, ","), topic, db)
+	w2 := startWriter(t, k.Flags(t), topic, db)
 	r, err := w2.client.Put(ctx, &pb.PutRequest{Key: "key-0", Value: []byte("after restart")})
 	if err != nil || !r.Published {
 		t.Fatalf("Put after restart: %+v %v", r, err)
@@ -120,7 +120,7 @@ func TestWriterCrashLosesNoCommittedChange(t *testing.T) {
 	}
 	committed["key-0"] = append(committed["key-0"], r.Version)
 
-	log := readTopic(t, k.Brokers, topic)
+	log := readTopic(t, k, topic)
 	testenv.WaitFor(t, 60*time.Second, func() string {
 		log.mu.Lock()
 		defer log.mu.Unlock()

@@ -40,7 +40,7 @@ func BenchmarkSubscriberApply(b *testing.B) {
 	}
 	cache, _ := lru.New(lru.Config{})
 	sub, err := invalidation.NewSubscriber(invalidation.SubscriberConfig{
-		Brokers: k.Brokers, Topics: []string{topic}, FromBeginning: true, Logger: quietLogger(),
+		Brokers: k.Brokers, Kafka: k.Conn, Topics: []string{topic}, FromBeginning: true, Logger: quietLogger(),
 		Sink: invalidation.SinkFuncs{
 			Apply:     func(_ string, _ int, events []invalidation.Event) { cache.ApplyBatch(events, invalidation.RefreshAll) },
 			ResetFunc: func(string, int, string) { cache.Flush() },

@@ -12,10 +12,10 @@ import (
 	"github.com/cachewire/cachewire/redistier"
 )
 
-func startGroupMember(t *testing.T, brokers []string, topic, group string, tier *redistier.Tier) (*invalidation.GroupApplier, chan error) {
+func startGroupMember(t *testing.T, k *testenv.Kafka, topic, group string, tier *redistier.Tier) (*invalidation.GroupApplier, chan error) {
 	t.Helper()
 	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
-		Brokers: brokers, Topics: []string{topic}, GroupID: group, Logger: quietLogger(),
+		Brokers: k.Brokers, Kafka: k.Conn, Topics: []string{topic}, GroupID: group, Logger: quietLogger(),
 		HeartbeatInterval: 200 * time.Millisecond, SessionTimeout: 6 * time.Second,
 		Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 			_, _, err := tier.ApplyBatch(ctx, events, invalidation.RefreshAll)
@@ -38,21 +38,21 @@ func TestGroupApplierSurvivesAMemberLeaving(t *testing.T) {
 	topic := k.CreateTopic(t, "events", 4)
 	group := testenv.TopicName(t, "group")
 	ctx := testCtx(t)
-	tier, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix})
+	tier, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tier.Close()
 
-	a, aerr := startGroupMember(t, k.Brokers, topic, group, tier)
-	b, berr := startGroupMember(t, k.Brokers, topic, group, tier)
+	a, aerr := startGroupMember(t, k, topic, group, tier)
+	b, berr := startGroupMember(t, k, topic, group, tier)
 	defer func() {
 		b.Close()
 		if err := <-berr; err != nil {
 			t.Errorf("member b: %v", err)
 		}
 	}()
-	pub := newPublisher(t, k.Brokers, topic)
+	pub := newPublisher(t, k, topic)
 
 	const keys = 20
 	publishRound := func(round uint64) {
@@ -109,7 +109,7 @@ func TestGroupApplierRetriesUntilRedisIsBack(t *testing.T) {
 	r := testenv.NewRedis(t)
 	topic := k.CreateTopic(t, "events", 1)
 	ctx := testCtx(t)
-	tier, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix, Backoff: time.Millisecond})
+	tier, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix, Backoff: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestGroupApplierRetriesUntilRedisIsBack(t *testing.T) {
 	failing := make(chan struct{})
 	var calls int
 	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
-		Brokers: k.Brokers, Topics: []string{topic}, GroupID: testenv.TopicName(t, "group"), Logger: quietLogger(),
+		Brokers: k.Brokers, Kafka: k.Conn, Topics: []string{topic}, GroupID: testenv.TopicName(t, "group"), Logger: quietLogger(),
 		Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 			calls++
 			select {
@@ -141,7 +141,7 @@ func TestGroupApplierRetriesUntilRedisIsBack(t *testing.T) {
 		g.Close()
 		<-errc
 	}()
-	pub := newPublisher(t, k.Brokers, topic)
+	pub := newPublisher(t, k, topic)
 	if err := pub.Publish(ctx, upsert("k", 1, "v")); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestGroupApplierShrinksABatchThatKeepsFailing(t *testing.T) {
 	k := testenv.NewKafka(t)
 	topic := k.CreateTopic(t, "events", 1)
 	ctx := testCtx(t)
-	pub := newPublisher(t, k.Brokers, topic)
+	pub := newPublisher(t, k, topic)
 	for i := range 50 {
 		if err := pub.Publish(ctx, upsert(fmt.Sprint("k", i), 1, "v")); err != nil {
 			t.Fatal(err)
@@ -176,7 +176,7 @@ func TestGroupApplierShrinksABatchThatKeepsFailing(t *testing.T) {
 	var mu sync.Mutex
 	applied := map[string]bool{}
 	g, err := invalidation.NewGroupApplier(invalidation.GroupApplierConfig{
-		Brokers: k.Brokers, Topics: []string{topic}, GroupID: testenv.TopicName(t, "group"), Logger: quietLogger(),
+		Brokers: k.Brokers, Kafka: k.Conn, Topics: []string{topic}, GroupID: testenv.TopicName(t, "group"), Logger: quietLogger(),
 		Linger: 500 * time.Millisecond, // the 50 events arrive as one batch
 		Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
 			if len(events) > 4 {

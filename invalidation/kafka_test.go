@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cachewire/cachewire/internal/testenv"
+	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 )
@@ -39,7 +40,7 @@ type node struct {
 	errc   chan error
 }
 
-func startNode(t *testing.T, brokers []string, topic string, policy invalidation.Policy, opts ...func(*invalidation.SubscriberConfig)) *node {
+func startNode(t *testing.T, k *testenv.Kafka, topic string, policy invalidation.Policy, opts ...func(*invalidation.SubscriberConfig)) *node {
 	t.Helper()
 	c, err := lru.New(lru.Config{})
 	if err != nil {
@@ -47,7 +48,7 @@ func startNode(t *testing.T, brokers []string, topic string, policy invalidation
 	}
 	n := &node{cache: c, errc: make(chan error, 1)}
 	cfg := invalidation.SubscriberConfig{
-		Brokers: brokers, Topics: []string{topic}, MaxWait: 50 * time.Millisecond,
+		Brokers: k.Brokers, Kafka: k.Conn, Topics: []string{topic}, MaxWait: 50 * time.Millisecond,
 		MetadataInterval: 200 * time.Millisecond, Logger: quietLogger(),
 		Sink: invalidation.SinkFuncs{
 			Apply:     func(_ string, _ int, events []invalidation.Event) { c.ApplyBatch(events, policy) },
@@ -76,9 +77,9 @@ func startNode(t *testing.T, brokers []string, topic string, policy invalidation
 	return n
 }
 
-func newPublisher(t *testing.T, brokers []string, topic string) *invalidation.Publisher {
+func newPublisher(t *testing.T, k *testenv.Kafka, topic string) *invalidation.Publisher {
 	t.Helper()
-	p, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: brokers, Topic: topic})
+	p, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: k.Brokers, Kafka: k.Conn, Topic: topic})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,12 +118,12 @@ func TestThreeSubscribersAndALateOne(t *testing.T) {
 	k := testenv.NewKafka(t)
 	topic := k.CreateTopic(t, "events", 3)
 	ctx := testCtx(t)
-	pub := newPublisher(t, k.Brokers, topic)
+	pub := newPublisher(t, k, topic)
 
 	policies := []invalidation.Policy{invalidation.RefreshHeld, invalidation.RefreshHeld, invalidation.EvictOnly}
 	var nodes []*node
 	for _, p := range policies {
-		n := startNode(t, k.Brokers, topic, p)
+		n := startNode(t, k, topic, p)
 		n.cache.Fill("user:1", 1, []byte("v1"), n.cache.BeginFill())
 		nodes = append(nodes, n)
 	}
@@ -136,7 +137,7 @@ func TestThreeSubscribersAndALateOne(t *testing.T) {
 		t.Fatal("evict-only node still serves user:1")
 	}
 
-	late := startNode(t, k.Brokers, topic, invalidation.RefreshAll)
+	late := startNode(t, k, topic, invalidation.RefreshAll)
 	if err := pub.Publish(ctx, upsert("user:2", 1, "b")); err != nil {
 		t.Fatal(err)
 	}
@@ -151,8 +152,8 @@ func TestDuplicateAndReorderedEventsKeepNewest(t *testing.T) {
 	k := testenv.NewKafka(t)
 	topic := k.CreateTopic(t, "events", 2)
 	ctx := testCtx(t)
-	pub := newPublisher(t, k.Brokers, topic)
-	n := startNode(t, k.Brokers, topic, invalidation.RefreshAll)
+	pub := newPublisher(t, k, topic)
+	n := startNode(t, k, topic, invalidation.RefreshAll)
 	seq := []invalidation.Event{upsert("k", 3, "v3"), upsert("k", 1, "v1"), upsert("k", 3, "dup"),
 		{Key: "k", Version: 2, Op: invalidation.OpDelete}, upsert("k", 2, "v2")}
 	for _, e := range seq {
@@ -183,7 +184,7 @@ func TestGarbageIsSkipped(t *testing.T) {
 	topic := k.CreateTopic(t, "events", 1)
 	dlqTopic := k.CreateTopic(t, "dlq", 1)
 	ctx := testCtx(t)
-	n := startNode(t, k.Brokers, topic, invalidation.RefreshAll, func(c *invalidation.SubscriberConfig) {
+	n := startNode(t, k, topic, invalidation.RefreshAll, func(c *invalidation.SubscriberConfig) {
 		c.DeadLetterTopic = dlqTopic
 	})
 	raw := k.Writer(t, topic)
@@ -195,7 +196,7 @@ func TestGarbageIsSkipped(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	pub := newPublisher(t, k.Brokers, topic)
+	pub := newPublisher(t, k, topic)
 	if err := pub.Publish(ctx, upsert("k", 5, "good")); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestGarbageIsSkipped(t *testing.T) {
 	if s := n.sub.Stats(); s.Invalid != 3 || s.DeadLettered != 3 {
 		t.Fatalf("stats %+v, want 3 invalid, 3 dead-lettered", s)
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Topic: dlqTopic, Partition: 0, MaxWait: 50 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Dialer: k.Dialer(), Topic: dlqTopic, Partition: 0, MaxWait: 50 * time.Millisecond})
 	defer r.Close()
 	m, err := r.FetchMessage(ctx)
 	if err != nil {
@@ -228,7 +229,7 @@ func hasHeader(m kafka.Message, key, value string) bool {
 func TestFreshnessAdvancesWhileIdle(t *testing.T) {
 	k := testenv.NewKafka(t)
 	topic := k.CreateTopic(t, "events", 2)
-	n := startNode(t, k.Brokers, topic, invalidation.RefreshHeld)
+	n := startNode(t, k, topic, invalidation.RefreshHeld)
 	mark := time.Now()
 	testenv.WaitFor(t, 10*time.Second, func() string {
 		for _, p := range n.sub.Partitions() {
@@ -249,14 +250,14 @@ func TestNewPartitionIsReadFromItsStart(t *testing.T) {
 	k := testenv.NewKafka(t)
 	topic := k.CreateTopic(t, "events", 1)
 	ctx := testCtx(t)
-	n := startNode(t, k.Brokers, topic, invalidation.RefreshAll)
+	n := startNode(t, k, topic, invalidation.RefreshAll)
 	client := k.Client(t)
 	resp, err := client.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 4}}})
 	if err != nil || resp.Errors[topic] != nil {
 		t.Fatalf("create partitions: %v %v", err, resp)
 	}
 	// A new publisher, so that its partitioner sees all four partitions at once.
-	pub := newPublisher(t, k.Brokers, topic)
+	pub := newPublisher(t, k, topic)
 	var keys []string
 	for i := range 20 {
 		key := fmt.Sprintf("key-%d", i)
@@ -286,8 +287,8 @@ func TestRecreatedTopicFlushes(t *testing.T) {
 	k := testenv.NewKafka(t)
 	topic := k.CreateTopic(t, "events", 1)
 	ctx := testCtx(t)
-	pub := newPublisher(t, k.Brokers, topic)
-	n := startNode(t, k.Brokers, topic, invalidation.RefreshAll)
+	pub := newPublisher(t, k, topic)
+	n := startNode(t, k, topic, invalidation.RefreshAll)
 	for v := uint64(1); v <= 5; v++ {
 		if err := pub.Publish(ctx, upsert("k", v, fmt.Sprint(v))); err != nil {
 			t.Fatal(err)
@@ -300,7 +301,7 @@ func TestRecreatedTopicFlushes(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 60*time.Second, func() string {
-		if err := testenv.CreateTopic(ctx, k.Brokers, topic, 1); err != nil {
+		if err := k.Admin().Create(ctx, topics.Spec{Name: topic, Partitions: 1}); err != nil {
 			return err.Error()
 		}
 		return ""
@@ -333,8 +334,8 @@ func TestOffsetOutOfRangeFlushes(t *testing.T) {
 	}
 	topic := k.CreateTopic(t, "events", 1)
 	ctx := testCtx(t)
-	pub := newPublisher(t, k.Brokers, topic)
-	n := startNode(t, k.Brokers, topic, invalidation.RefreshAll)
+	pub := newPublisher(t, k, topic)
+	n := startNode(t, k, topic, invalidation.RefreshAll)
 	if err := pub.Publish(ctx, upsert("k", 1, "1")); err != nil {
 		t.Fatal(err)
 	}

@@ -109,7 +109,7 @@ func TestUnresolvedStartOffsetIsLogged(t *testing.T) {
 		return nil, nil, false
 	})
 	var logs syncBuffer
-	startNode(t, k.Brokers, topic, invalidation.RefreshAll, func(c *invalidation.SubscriberConfig) {
+	startNode(t, k, topic, invalidation.RefreshAll, func(c *invalidation.SubscriberConfig) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}) // returns once the partition is positioned
 	if failures.Load() >= 0 {

@@ -213,7 +213,7 @@ func TestEvictHoldLostAfterL2GatingReset(t *testing.T) {
 	}
 	_ = n.group.Close() // the group member stalls: the EVICT will not reach Redis
 
-	tr := &kafka.Transport{}
+	tr := h.kafka.Conn.Transport()
 	defer tr.CloseIdleConnections()
 	rt := &holdRT{inner: tr, executed: make(chan struct{}), release: make(chan struct{})}
 	client := &kafka.Client{Addr: kafka.TCP(h.kafka.Brokers...), Timeout: 5 * time.Second, Transport: rt}
@@ -318,7 +318,7 @@ func TestEvictRPCWithRedisErrorServesEvictedValue(t *testing.T) {
 	topic := k.CreateTopic(t, "events", 1)
 	b := newBareNode(t, lru.Config{})
 	_ = b.Node.pub.Close()
-	pub, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: k.Brokers, Topic: topic})
+	pub, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: k.Brokers, Kafka: k.Conn, Topic: topic})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func TestJSONEventsRefreshEveryNode(t *testing.T) {
 			t.Fatalf("node %d Stats = %v, %v; want the 2 malformed records counted", i, s, err)
 		}
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Dialer: h.kafka.Dialer(), Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
 	defer r.Close()
 	// At least once each: a group rebalance between the dead-lettering and the commit (three
 	// members joining) sends a record again.
@@ -163,7 +163,7 @@ func TestDebeziumTopic(t *testing.T) {
 			t.Fatalf("node %d Stats = %v, %v; want the one malformed record counted, not the tombstone", i, s, err)
 		}
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Dialer: h.kafka.Dialer(), Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
 	defer r.Close()
 	if m, err := r.FetchMessage(ctx); err != nil || string(m.Value) != `{"op":"u","after":{"id":42}}` {
 		t.Fatalf("dead letter = %q, %v; want the malformed record", m.Value, err)

@@ -215,7 +215,7 @@ func TestLeaseReviewGRPCNotFoundWithoutVersion(t *testing.T) {
 // the same bytes again.
 func TestLeaseReviewMemL2MatchesScriptOnLeases(t *testing.T) {
 	r := testenv.NewRedis(t)
-	tier, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix})
+	tier, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestLeaseReviewMemL2MatchesScriptOnLeases(t *testing.T) {
 func TestLeaseReviewTwoNodesDropThenOlderLeaseFill(t *testing.T) {
 	r := testenv.NewRedis(t)
 	newTier := func() *redistier.Tier {
-		tr, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix})
+		tr, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -107,8 +107,8 @@ func (h *harness) start(mod func(*Config)) *testNode {
 	h.t.Helper()
 	cfg := Config{
 		NodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Brokers: h.kafka.Brokers, Topics: []string{h.topic}, GroupID: testenv.TopicName(h.t, "l2"),
-		L2:                redistier.Config{Addrs: []string{h.redis.Addr}, KeyPrefix: h.redis.Prefix},
+		Brokers: h.kafka.Brokers, Kafka: h.kafka.Conn, Topics: []string{h.topic}, GroupID: testenv.TopicName(h.t, "l2"),
+		L2:                redistier.Config{Addrs: []string{h.redis.Addr}, TLS: h.redis.TLS, Username: h.redis.Username, Password: h.redis.Password, KeyPrefix: h.redis.Prefix},
 		Loader:            h.origin,
 		SubscriberMaxWait: 50 * time.Millisecond,
 		Logger:            logger(),
@@ -142,7 +142,7 @@ func (h *harness) start(mod func(*Config)) *testNode {
 }
 
 func (h *harness) publisher() *invalidation.Publisher {
-	p, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: h.kafka.Brokers, Topic: h.topic})
+	p, err := invalidation.NewPublisher(invalidation.PublisherConfig{Brokers: h.kafka.Brokers, Kafka: h.kafka.Conn, Topic: h.topic})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -610,7 +610,7 @@ func TestBadEventsAreCountedAndSkipped(t *testing.T) {
 		t.Fatalf("/metrics does not count the 3 invalid events")
 	}
 	// The L2 group sends each bad record to the dead-letter topic once.
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.kafka.Brokers, Dialer: h.kafka.Dialer(), Topic: dlq, Partition: 0, MaxWait: 50 * time.Millisecond})
 	defer r.Close()
 	for i := range 3 {
 		m, err := r.FetchMessage(ctx)

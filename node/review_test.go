@@ -250,7 +250,7 @@ func TestReviewL2PollBegunBeforeFenceMoveTrustsL2(t *testing.T) {
 	}
 	_ = n.group.Close() // the group member stalls: nothing more reaches Redis
 
-	tr := &kafka.Transport{}
+	tr := h.kafka.Conn.Transport()
 	defer tr.CloseIdleConnections()
 	rt := &holdRT{inner: tr, executed: make(chan struct{}), release: make(chan struct{})}
 	client := &kafka.Client{Addr: kafka.TCP(h.kafka.Brokers...), Timeout: 5 * time.Second, Transport: rt}

@@ -28,9 +28,9 @@ func upsert(key string, v uint64, val string) invalidation.Event {
 }
 
 // startRelay runs a relay until the test ends.
-func startRelay(t *testing.T, dsn string, brokers []string, topic string, mods ...func(*outbox.RelayConfig)) *outbox.Relay {
+func startRelay(t *testing.T, dsn string, k *testenv.Kafka, topic string, mods ...func(*outbox.RelayConfig)) *outbox.Relay {
 	t.Helper()
-	cfg := outbox.RelayConfig{DSN: dsn, Brokers: brokers, Topic: topic, PollInterval: 100 * time.Millisecond,
+	cfg := outbox.RelayConfig{DSN: dsn, Brokers: k.Brokers, Kafka: k.Conn, Topic: topic, PollInterval: 100 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)}
 	for _, m := range mods {
 		m(&cfg)
@@ -51,10 +51,10 @@ func startRelay(t *testing.T, dsn string, brokers []string, topic string, mods .
 }
 
 // readEvents reads n events from the start of a one-partition topic.
-func readEvents(t *testing.T, brokers []string, topic string, n int) []invalidation.Event {
+func readEvents(t *testing.T, k *testenv.Kafka, topic string, n int) []invalidation.Event {
 	t.Helper()
 	var out []invalidation.Event
-	for _, m := range readMessages(t, brokers, topic, n) {
+	for _, m := range readMessages(t, k, topic, n) {
 		e, err := invalidation.Decode(m.Value, invalidation.Limits{})
 		if err != nil {
 			t.Fatal(err)
@@ -65,9 +65,9 @@ func readEvents(t *testing.T, brokers []string, topic string, n int) []invalidat
 }
 
 // readMessages reads n messages from the start of a one-partition topic.
-func readMessages(t *testing.T, brokers []string, topic string, n int) []kafka.Message {
+func readMessages(t *testing.T, k *testenv.Kafka, topic string, n int) []kafka.Message {
 	t.Helper()
-	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond})
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Dialer: k.Dialer(), Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond})
 	defer rd.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -118,8 +118,8 @@ func TestCommittedChangesArePublishedInOrderAndDeleted(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	r := startRelay(t, p.DSN, k.Brokers, topic)
-	got := readEvents(t, k.Brokers, topic, 3)
+	r := startRelay(t, p.DSN, k, topic)
+	got := readEvents(t, k, topic, 3)
 	want := []string{"user:1@1 UPSERT ada", "user:2@1 UPSERT grace", "user:1@2 DELETE "}
 	for i, e := range got {
 		if s := fmt.Sprintf("%s@%d %s %s", e.Key, e.Version, e.Op, e.Value); s != want[i] {
@@ -142,7 +142,7 @@ func TestCommittedChangesArePublishedInOrderAndDeleted(t *testing.T) {
 	tx, _ = db.BeginTx(ctx, nil)
 	outbox.Enqueue(ctx, tx, upsert("user:2", 2, "hopper"))
 	tx.Commit()
-	if e := readEvents(t, k.Brokers, topic, 4)[3]; e.Key != "user:2" || e.Version != 2 {
+	if e := readEvents(t, k, topic, 4)[3]; e.Key != "user:2" || e.Version != 2 {
 		t.Fatalf("fourth event %s@%d", e.Key, e.Version)
 	}
 }
@@ -169,12 +169,12 @@ func TestInvalidRowsDoNotBlockTheOutbox(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := startRelay(t, p.DSN, k.Brokers, topic, func(c *outbox.RelayConfig) { c.DeadLetterTopic = deadTopic })
-	if e := readEvents(t, k.Brokers, topic, 1)[0]; e.Key != "ok" || e.Version != 3 || string(e.Value) != "v3" {
+	r := startRelay(t, p.DSN, k, topic, func(c *outbox.RelayConfig) { c.DeadLetterTopic = deadTopic })
+	if e := readEvents(t, k, topic, 1)[0]; e.Key != "ok" || e.Version != 3 || string(e.Value) != "v3" {
 		t.Fatalf("published %s@%d %q, want ok@3 v3", e.Key, e.Version, e.Value)
 	}
 	wantDead := []string{`k UPSRET@1: unknown op "UPSRET"`, ` DELETE@1: `}
-	for i, m := range readMessages(t, k.Brokers, deadTopic, 2) {
+	for i, m := range readMessages(t, k, deadTopic, 2) {
 		var dl outbox.DeadLetter
 		if err := json.Unmarshal(m.Value, &dl); err != nil {
 			t.Fatalf("dead letter %d: %v: %s", i, err, m.Value)
@@ -205,18 +205,18 @@ func TestOneRelayIsActiveAndAStandbyTakesOver(t *testing.T) {
 	if err := outbox.Apply(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	a := startRelay(t, p.DSN, k.Brokers, topic)
+	a := startRelay(t, p.DSN, k, topic)
 	testenv.WaitFor(t, 30*time.Second, func() string {
 		if !a.Stats().Active {
 			return "relay a not active"
 		}
 		return ""
 	})
-	b := startRelay(t, p.DSN, k.Brokers, topic)
+	b := startRelay(t, p.DSN, k, topic)
 	tx, _ := db.BeginTx(ctx, nil)
 	outbox.Enqueue(ctx, tx, upsert("k", 1, "v1"))
 	tx.Commit()
-	readEvents(t, k.Brokers, topic, 1)
+	readEvents(t, k, topic, 1)
 	// Kafka's ack comes before the delete: wait for it, or b publishes k@1 again (at least once).
 	testenv.WaitFor(t, 30*time.Second, func() string {
 		if n := pending(t, p, "cachewire_outbox"); n != 0 {
@@ -231,7 +231,7 @@ func TestOneRelayIsActiveAndAStandbyTakesOver(t *testing.T) {
 	tx, _ = db.BeginTx(ctx, nil)
 	outbox.Enqueue(ctx, tx, upsert("k", 2, "v2"))
 	tx.Commit()
-	if e := readEvents(t, k.Brokers, topic, 2)[1]; e.Version != 2 {
+	if e := readEvents(t, k, topic, 2)[1]; e.Version != 2 {
 		t.Fatalf("second event at version %d", e.Version)
 	}
 	if !b.Stats().Active || b.Stats().Published != 1 {
@@ -278,7 +278,7 @@ func TestRelayDyingBetweenAckAndDeleteLosesNothing(t *testing.T) {
 	tx, _ := db.BeginTx(ctx, nil)
 	outbox.Enqueue(ctx, tx, upsert("a", 1, "v1"), upsert("b", 1, "v1"))
 	tx.Commit()
-	first, err := outbox.NewRelay(outbox.RelayConfig{DSN: p.DSN, Brokers: k.Brokers, Topic: topic, PollInterval: 100 * time.Millisecond,
+	first, err := outbox.NewRelay(outbox.RelayConfig{DSN: p.DSN, Brokers: k.Brokers, Kafka: k.Conn, Topic: topic, PollInterval: 100 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -288,14 +288,14 @@ func TestRelayDyingBetweenAckAndDeleteLosesNothing(t *testing.T) {
 	if err := first.Run(dies); err != nil {
 		t.Fatal(err)
 	}
-	if got := readEvents(t, k.Brokers, topic, 2); got[0].Key != "a" || got[1].Key != "b" {
+	if got := readEvents(t, k, topic, 2); got[0].Key != "a" || got[1].Key != "b" {
 		t.Fatalf("published %v", got)
 	}
 	if n := pending(t, p, "cachewire_outbox"); n != 2 {
 		t.Fatalf("%d rows left after a relay died between ack and delete, want both", n)
 	}
-	startRelay(t, p.DSN, k.Brokers, topic)
-	if got := readEvents(t, k.Brokers, topic, 4); got[2].Key != "a" || got[3].Key != "b" {
+	startRelay(t, p.DSN, k, topic)
+	if got := readEvents(t, k, topic, 4); got[2].Key != "a" || got[3].Key != "b" {
 		t.Fatalf("republished %v", got[2:])
 	}
 	testenv.WaitFor(t, 30*time.Second, func() string {

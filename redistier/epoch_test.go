@@ -31,7 +31,7 @@ func loseEverything(t *testing.T, ctx context.Context, r *testenv.Redis) {
 func TestFillBegunBeforeLossIsRefused(t *testing.T) {
 	r := testenv.NewRedis(t)
 	var epochs atomic.Int64
-	tier, err := New(Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix, OnNewEpoch: func() { epochs.Add(1) }})
+	tier, err := New(Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix, OnNewEpoch: func() { epochs.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestOnConnectStartsAnEpochForANewServerProcess(t *testing.T) {
 	if err := c.Set(ctx, key, "0123456789abcdef:some-other-run-id", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	tier, err := New(Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix})
+	tier, err := New(Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func TestLeaseIsACompareAndSet(t *testing.T) {
 // lease fill over a tombstone never shortens how long the key's version is remembered.
 func TestLeaseNotFoundAndTombstoneTTL(t *testing.T) {
 	r := testenv.NewRedis(t)
-	tier, err := New(Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix})
+	tier, err := New(Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

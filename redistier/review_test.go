@@ -75,7 +75,7 @@ func (h *holdEpochRead) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func TestReviewEpochLearnGoesBack(t *testing.T) {
 	r := testenv.NewRedis(t)
 	ctx := ctxT(t)
-	writer, err := New(Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix})
+	writer, err := New(Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

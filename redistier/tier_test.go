@@ -15,7 +15,7 @@ import (
 func newTier(t *testing.T) (*Tier, *testenv.Redis) {
 	t.Helper()
 	r := testenv.NewRedis(t)
-	tier, err := New(Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix})
+	tier, err := New(Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestScriptMatchesGoRules(t *testing.T) {
 
 func TestTTLsAndPrefix(t *testing.T) {
 	r := testenv.NewRedis(t)
-	tier, err := New(Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix, TTL: time.Hour, TombstoneTTL: time.Minute, NegativeTTL: 5 * time.Second})
+	tier, err := New(Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix, TTL: time.Hour, TombstoneTTL: time.Minute, NegativeTTL: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestRecoversAfterRestart(t *testing.T) {
 	if r.Mini == nil {
 		t.Skip("needs the in-process Redis to stop and restart it")
 	}
-	tier, err := New(Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix, Backoff: time.Millisecond})
+	tier, err := New(Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix, Backoff: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

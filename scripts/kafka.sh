@@ -14,11 +14,21 @@
 #
 # Environment: CACHEWIRE_KAFKA_PORT (default 19092; the controller listens on port+1),
 # CACHEWIRE_STATE_DIR (default /tmp/cachewire-services), CACHEWIRE_CACHE_DIR (default ~/.cache/cachewire).
+#
+# CACHEWIRE_KAFKA_SECURE_DIR, when set, names a directory from `go run ./internal/testenv/secureenv`
+# (ca.crt, kafka.crt, kafka.key, kafka-test.password): the broker then also listens SASL_SSL on
+# port+2 with the SCRAM-SHA-512 user cwtest (made at format time), and enforces ACLs
+# (StandardAuthorizer, nothing allowed without an ACL); cwtest is granted its ACLs after the first
+# start. The PLAINTEXT listener stays, as User:ANONYMOUS, a super user: it serves the broker's
+# own controller traffic and the JVM tools of the suite; every Go test reaches the broker over
+# SASL_SSL as cwtest.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 port="${CACHEWIRE_KAFKA_PORT:-19092}"
 cport=$((port + 1))
+sport=$((port + 2))
+secure="${CACHEWIRE_KAFKA_SECURE_DIR:-}"
 state="${CACHEWIRE_STATE_DIR:-/tmp/cachewire-services}/kafka-$port"
 cache="${CACHEWIRE_CACHE_DIR:-$HOME/.cache/cachewire}"
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$root/scripts/kafka/pom.xml")
@@ -60,6 +70,7 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
 PROPS
+  if [ -n "$secure" ]; then write_secure_config; fi
   cat > "$state/log4j2.properties" <<'PROPS'
 status = warn
 appender.out.type = Console
@@ -75,6 +86,43 @@ logger.server.level = info
 PROPS
 }
 
+# pem_value prints a PEM file as one properties value: its lines joined by a literal \n.
+pem_value() { awk '{ printf "%s\\n", $0 }' "$1"; }
+
+# write_secure_config adds the SASL_SSL listener and the authorizer to server.properties. The
+# key and chain are inline (ssl.keystore.key, ssl.keystore.certificate.chain): Kafka reads a PEM
+# keystore file only with an encrypted key, and secureenv writes unencrypted PKCS #8 keys.
+write_secure_config() {
+  for f in ca.crt kafka.crt kafka.key kafka-test.password; do
+    [ -f "$secure/$f" ] || { echo "kafka.sh: $secure/$f is missing (make it with go run ./internal/testenv/secureenv $secure)" >&2; exit 1; }
+  done
+  sed -i -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport|" \
+    -e "s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sport|" \
+    -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL|" \
+    "$state/server.properties"
+  cat >> "$state/server.properties" <<PROPS
+inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.key=$(pem_value "$secure/kafka.key")
+ssl.keystore.certificate.chain=$(pem_value "$secure/kafka.crt")$(pem_value "$secure/ca.crt")
+ssl.truststore.type=PEM
+ssl.truststore.location=$secure/ca.crt
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:ANONYMOUS
+PROPS
+}
+
+# grant_test_user gives cwtest its ACLs: every topic, group and transactional id, and the cluster
+# (to create topics). The broker keeps ACLs in its metadata log, so a restart keeps them.
+grant_test_user() {
+  (cd "$root" && go run ./internal/testenv/secureenv -grant "127.0.0.1:$port") \
+    || { echo "kafka.sh: granting cwtest its ACLs failed" >&2; exit 1; }
+  echo "kafka.sh: SASL_SSL on 127.0.0.1:$sport (user cwtest, ACLs enforced)"
+}
+
 java_cmd() { # main class and args
   java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$jars/*" "$@"
@@ -82,12 +130,15 @@ java_cmd() { # main class and args
 
 start() {
   if running; then echo "kafka.sh: already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return; fi
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || (exec 3<>"/dev/tcp/127.0.0.1/$cport") 2>/dev/null; then
-    echo "kafka.sh: port $port or $cport is already in use by another process; set CACHEWIRE_KAFKA_PORT" >&2; exit 1
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || (exec 3<>"/dev/tcp/127.0.0.1/$cport") 2>/dev/null ||
+    { [ -n "$secure" ] && (exec 3<>"/dev/tcp/127.0.0.1/$sport") 2>/dev/null; }; then
+    echo "kafka.sh: port $port, $cport or $sport is already in use by another process; set CACHEWIRE_KAFKA_PORT" >&2; exit 1
   fi
   command -v java >/dev/null || { echo "kafka.sh: Java 17+ is needed" >&2; exit 1; }
   fetch_jars
+  fresh=
   if [ ! -f "$state/data/meta.properties" ]; then
+    fresh=1
     rm -rf "$state"; mkdir -p "$state"
     write_config
     # An id starting with '-' is drawn again (as Kafka's Uuid.randomUuid does): the storage tool
@@ -96,7 +147,9 @@ start() {
     while [ "${cluster_id#-}" != "$cluster_id" ]; do
       cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
     done
-    java_cmd kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$state/server.properties" >"$state/format.log" 2>&1 \
+    scram=()
+    if [ -n "$secure" ]; then scram=(--add-scram "SCRAM-SHA-512=[name=cwtest,password=$(cat "$secure/kafka-test.password")]"); fi
+    java_cmd kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$state/server.properties" "${scram[@]}" >"$state/format.log" 2>&1 \
       || { cat "$state/format.log" >&2; exit 1; }
   fi
   echo "kafka.sh: starting Apache Kafka $version on 127.0.0.1:$port (log $log)"
@@ -107,6 +160,7 @@ start() {
   if ! (cd "$root" && go run ./internal/cmd/kafkaready -brokers "127.0.0.1:$port" -timeout 120s) || ! running; then
     echo "kafka.sh: broker did not become ready; last log lines:" >&2; tail -30 "$log" >&2; stop; exit 1
   fi
+  if [ -n "$secure" ] && [ -n "$fresh" ]; then grant_test_user; fi
   echo "kafka.sh: Apache Kafka $(broker_version) ready on 127.0.0.1:$port"
 }
 

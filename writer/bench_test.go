@@ -30,7 +30,7 @@ func BenchmarkPut(b *testing.B) {
 				k := testenv.NewKafka(b)
 				topic := k.CreateTopic(b, "bench", 3)
 				w, err := New(Config{WriterID: "bench", DBPath: filepath.Join(b.TempDir(), "w.db"), GRPCAddr: "127.0.0.1:0",
-					HTTPAddr: "-", Brokers: k.Brokers, Topic: topic, Logger: logger()})
+					HTTPAddr: "-", Brokers: k.Brokers, Kafka: k.Conn, Topic: topic, Logger: logger()})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -183,7 +183,7 @@ func TestBadOutboxRowsAreDeadLettered(t *testing.T) {
 				}
 				return
 			}
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.kafka.Brokers, Topic: dlqTopic, Partition: 0, MaxWait: 50 * time.Millisecond})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.kafka.Brokers, Dialer: e.kafka.Dialer(), Topic: dlqTopic, Partition: 0, MaxWait: 50 * time.Millisecond})
 			defer r.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()

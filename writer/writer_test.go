@@ -56,7 +56,7 @@ type running struct {
 func (e *env) start(mod func(*Config)) *running {
 	e.t.Helper()
 	cfg := Config{WriterID: "w1", DBPath: e.dbPath, GRPCAddr: "127.0.0.1:0", HTTPAddr: "-",
-		Brokers: e.kafka.Brokers, Topic: e.topic, WaitTimeout: 10 * time.Second, Logger: logger()}
+		Brokers: e.kafka.Brokers, Kafka: e.kafka.Conn, Topic: e.topic, WaitTimeout: 10 * time.Second, Logger: logger()}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -106,7 +106,7 @@ func (e *env) collect() *collector {
 	c := &collector{byKey: map[string][]invalidation.Event{}, done: make(chan error, 1)}
 	var err error
 	c.sub, err = invalidation.NewSubscriber(invalidation.SubscriberConfig{
-		Brokers: e.kafka.Brokers, Topics: []string{e.topic}, FromBeginning: true, MaxWait: 50 * time.Millisecond, Logger: logger(),
+		Brokers: e.kafka.Brokers, Kafka: e.kafka.Conn, Topics: []string{e.topic}, FromBeginning: true, MaxWait: 50 * time.Millisecond, Logger: logger(),
 		Sink: invalidation.SinkFuncs{
 			Apply: func(_ string, _ int, events []invalidation.Event) {
 				c.mu.Lock()
@@ -267,7 +267,7 @@ func TestTopicCreation(t *testing.T) {
 	e := newEnv(t)
 	e.topic = testenv.TopicName(t, "missing")
 	_, err := func() (*Writer, error) {
-		w, err := New(Config{DBPath: e.dbPath, GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: e.kafka.Brokers, Topic: e.topic, Logger: logger()})
+		w, err := New(Config{DBPath: e.dbPath, GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: e.kafka.Brokers, Kafka: e.kafka.Conn, Topic: e.topic, Logger: logger()})
 		if err != nil {
 			return nil, err
 		}
@@ -366,7 +366,7 @@ func TestStartTwiceAndAfterClose(t *testing.T) {
 	if err := w.Start(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Start after Close = %v, want ErrClosed", err)
 	}
-	w2, err := New(Config{DBPath: e.dbPath, GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: e.kafka.Brokers, Topic: e.topic, Logger: logger()})
+	w2, err := New(Config{DBPath: e.dbPath, GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: e.kafka.Brokers, Kafka: e.kafka.Conn, Topic: e.topic, Logger: logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,7 @@ func TestCheckerWorkloadThroughTheService(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	topic := testenv.TopicName(t, "users")
-	s, err := start(ctx, p.DSN, k.Brokers, topic, "127.0.0.1:0", true, slog.New(slog.DiscardHandler))
+	s, err := start(ctx, p.DSN, k.Brokers, k.Conn, topic, "127.0.0.1:0", true, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestCheckerWorkloadThroughTheService(t *testing.T) {
 	w.Run(wctx, h, servicePutter{base: base, http: &http.Client{Timeout: 10 * time.Second}}, func() []*client.Cache { return nodes })
 	stop()
 
-	tier, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix})
+	tier, err := redistier.New(redistier.Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

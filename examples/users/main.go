@@ -92,7 +92,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	s, err := start(ctx, *dsn, brokers, *topic, *httpAddr, *withRelay, log)
+	s, err := start(ctx, *dsn, brokers, invalidation.KafkaConn{}, *topic, *httpAddr, *withRelay, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -112,7 +112,7 @@ type service struct {
 
 // start applies the schema, creates the topic, and starts the HTTP server and, with withRelay,
 // the relay.
-func start(ctx context.Context, dsn string, brokers []string, topic, httpAddr string, withRelay bool, log *slog.Logger) (*service, error) {
+func start(ctx context.Context, dsn string, brokers []string, kconn invalidation.KafkaConn, topic, httpAddr string, withRelay bool, log *slog.Logger) (*service, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, err
@@ -125,13 +125,13 @@ func start(ctx context.Context, dsn string, brokers []string, topic, httpAddr st
 		db.Close()
 		return nil, err
 	}
-	if err := topics.Create(ctx, brokers, topics.Spec{Name: topic, Partitions: 3}); err != nil {
+	if err := (topics.Admin{Brokers: brokers, Conn: kconn}).Create(ctx, topics.Spec{Name: topic, Partitions: 3}); err != nil {
 		db.Close()
 		return nil, err
 	}
 	var relay *outbox.Relay
 	if withRelay {
-		relay, err = outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: brokers, Topic: topic, Source: "users", Logger: log,
+		relay, err = outbox.NewRelay(outbox.RelayConfig{DSN: dsn, Brokers: brokers, Kafka: kconn, Topic: topic, Source: "users", Logger: log,
 			PollInterval: 200 * time.Millisecond})
 		if err != nil {
 			db.Close()

@@ -28,7 +28,7 @@ func TestAChangeInPostgresIsServedFreshByEveryNode(t *testing.T) {
 	defer cancel()
 	topic := testenv.TopicName(t, "users")
 	log := slog.New(slog.DiscardHandler)
-	s, err := start(ctx, p.DSN, k.Brokers, topic, "127.0.0.1:0", true, log)
+	s, err := start(ctx, p.DSN, k.Brokers, k.Conn, topic, "127.0.0.1:0", true, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +98,9 @@ func startNodes(t *testing.T, s *service, k *testenv.Kafka, r *testenv.Redis, to
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = closeOrigin() })
-		nd, err := node.New(node.Config{NodeID: fmt.Sprint("n", i), GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: k.Brokers,
+		nd, err := node.New(node.Config{NodeID: fmt.Sprint("n", i), GRPCAddr: "127.0.0.1:0", HTTPAddr: "-", Brokers: k.Brokers, Kafka: k.Conn,
 			Topics: []string{topic}, GroupID: group, Loader: origin, Logger: log,
-			L2: redistier.Config{Addrs: []string{r.Addr}, KeyPrefix: r.Prefix}, SubscriberMaxWait: 50 * time.Millisecond})
+			L2: redistier.Config{Addrs: []string{r.Addr}, TLS: r.TLS, Username: r.Username, Password: r.Password, KeyPrefix: r.Prefix}, SubscriberMaxWait: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

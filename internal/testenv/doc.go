@@ -9,6 +9,12 @@
 // writes is under a unique prefix. scripts/kafka.sh and scripts/redis.sh start such servers;
 // .ci/run runs the integration suite against them.
 //
+// The real servers may be secured: CACHEWIRE_TEST_KAFKA_TLS_CA and CACHEWIRE_TEST_KAFKA_SASL_*
+// make Kafka.Conn connect over SASL_SSL (pass it to every Kafka client a test builds, and
+// Kafka.Flags to every binary), and CACHEWIRE_TEST_REDIS_TLS_CA, _USERNAME and _PASSWORD fill
+// Redis.TLS, Username and Password for every tier (Redis.Flags for cachenode). .ci/run sets them
+// all from internal/testenv/secureenv.
+//
 // NewSecureKafka starts a broker of its own with only a SASL_SSL listener, SCRAM users made at
 // format time and ACLs enforced, when CACHEWIRE_TEST_KAFKA_CLASSPATH names the broker's jars
 // (scripts/kafka.sh classpath); otherwise the test skips.

@@ -15,23 +15,23 @@ func TestCreateDescribeDelete(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	name := testenv.TopicName(t, "admin")
-	if _, err := topics.Partitions(ctx, k.Brokers, name); !errors.Is(err, topics.ErrNotFound) {
+	if _, err := k.Admin().Partitions(ctx, name); !errors.Is(err, topics.ErrNotFound) {
 		t.Fatalf("Partitions of a missing topic: %v, want ErrNotFound", err)
 	}
-	if err := topics.Create(ctx, k.Brokers, topics.Spec{Name: name, Partitions: 3}); err != nil {
+	if err := k.Admin().Create(ctx, topics.Spec{Name: name, Partitions: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if err := topics.Create(ctx, k.Brokers, topics.Spec{Name: name, Partitions: 5}); err != nil {
+	if err := k.Admin().Create(ctx, topics.Spec{Name: name, Partitions: 5}); err != nil {
 		t.Fatalf("creating an existing topic again: %v, want nil", err)
 	}
-	if n, err := topics.Partitions(ctx, k.Brokers, name); err != nil || n != 3 {
+	if n, err := k.Admin().Partitions(ctx, name); err != nil || n != 3 {
 		t.Fatalf("Partitions = %d, %v; want 3", n, err)
 	}
-	if err := topics.Delete(ctx, k.Brokers, name); err != nil {
+	if err := k.Admin().Delete(ctx, name); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 20*time.Second, func() string {
-		if _, err := topics.Partitions(ctx, k.Brokers, name); !errors.Is(err, topics.ErrNotFound) {
+		if _, err := k.Admin().Partitions(ctx, name); !errors.Is(err, topics.ErrNotFound) {
 			return "topic still there after Delete: " + errString(err)
 		}
 		return ""

@@ -230,8 +230,11 @@ func TestSecuredDeploymentEndToEnd(t *testing.T) {
 			"--log-level", "debug"}
 	}
 	nodeEnv := []string{"CACHEWIRE_NODE_REDIS_PASSWORD=" + redisCWPass}
+	// The node's origin is the writer, over mTLS with the app's client certificate.
+	originFlags := []string{"--origin", "grpc://" + writerAddr, "--origin-tls-ca", p.caFile,
+		"--origin-tls-cert", p.app.Cert, "--origin-tls-key", p.app.Key}
 	nodeAddr, nodeLogs := startSecureProc(t, p, "cachenode", nodeEnv,
-		append(append(p.listenerFlags(p.node), nodeArgs(k.CAFile, "cw")...), "--kafka-sasl-password-file", pwFile)...)
+		append(append(append(p.listenerFlags(p.node), nodeArgs(k.CAFile, "cw")...), originFlags...), "--kafka-sasl-password-file", pwFile)...)
 
 	ctx := context.Background()
 	appTLS := client.WithTLS(p.clientTLS(t, p.app))
@@ -259,6 +262,10 @@ func TestSecuredDeploymentEndToEnd(t *testing.T) {
 		}
 		return ""
 	})
+	// A miss loads from the writer over mTLS: found=false, not an origin error.
+	if it, err := c.Get(ctx, "user:never-written"); err != nil || it.Found {
+		t.Fatalf("Get of a key the writer never had: %+v, %v; want not found, loaded from the mTLS origin", it, err)
+	}
 	// The event carries the calling client's identity, stamped by the writer.
 	rdr := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Topic: topic, Partition: murmur2Partition("user:1", 3),
 		Dialer: k.Conn(t, testenv.AdminUser).Dialer(), MaxWait: 100 * time.Millisecond})

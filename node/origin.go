@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver, for postgres:// origins
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
@@ -33,6 +35,10 @@ type OriginOptions struct {
 	// HTTPClient is used by http:// origins. If nil, one with a 10 s timeout (the load's context
 	// bounds it further).
 	HTTPClient *http.Client
+	// TLS, when set, secures a grpc:// origin (the writer or a service serving TLS or mTLS: its
+	// RootCAs verify the origin, its Certificates identify the node) and an https:// origin whose
+	// HTTPClient is nil. A grpc:// origin without it is dialed in plaintext.
+	TLS *tls.Config
 }
 
 // OpenOrigin returns the Loader for an origin URL, and a function that releases it:
@@ -59,7 +65,11 @@ func OpenOrigin(raw string, o OriginOptions) (Loader, func() error, error) {
 		if u.Host == "" || (u.Path != "" && u.Path != "/") {
 			return nil, nil, fmt.Errorf("node: origin %q: want grpc://host:port", raw)
 		}
-		conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		creds := insecure.NewCredentials()
+		if o.TLS != nil {
+			creds = credentials.NewTLS(o.TLS.Clone())
+		}
+		conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return nil, nil, fmt.Errorf("node: origin %q: %w", raw, err)
 		}
@@ -68,9 +78,17 @@ func OpenOrigin(raw string, o OriginOptions) (Loader, func() error, error) {
 		if !strings.Contains(raw, "{key}") {
 			return nil, nil, fmt.Errorf("node: origin %q: the URL must contain {key}, where the key goes", raw)
 		}
+		if u.Scheme == "http" && o.TLS != nil {
+			return nil, nil, fmt.Errorf("node: origin %q: TLS options are set for a plaintext http:// origin: use https://", raw)
+		}
 		c := o.HTTPClient
 		if c == nil {
 			c = &http.Client{Timeout: 10 * time.Second}
+			if o.TLS != nil {
+				tr := http.DefaultTransport.(*http.Transport).Clone()
+				tr.TLSClientConfig = o.TLS.Clone()
+				c.Transport = tr
+			}
 		}
 		return &httpOrigin{url: raw, client: c, max: o.MaxValueBytes}, func() error { c.CloseIdleConnections(); return nil }, nil
 	case "postgres", "postgresql":

@@ -2,14 +2,18 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/cachewire/cachewire/internal/certgen"
 	"github.com/cachewire/cachewire/internal/testenv"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
@@ -135,5 +139,74 @@ func TestPostgresOrigin(t *testing.T) {
 	}
 	if _, _, err := OpenOrigin(p.DSN, OriginOptions{}); err == nil || !strings.Contains(err.Error(), "--origin-query") {
 		t.Errorf("postgres:// without a query: %v", err)
+	}
+}
+
+// TestGRPCOriginOverMTLS: with OriginOptions.TLS a grpc:// origin serving mTLS (the writer with
+// --tls-client-ca) is reached, the node presenting its client certificate; without a client
+// certificate, or trusting another CA, the load fails rather than falling back to plaintext.
+func TestGRPCOriginOverMTLS(t *testing.T) {
+	ca, err := certgen.NewCA("origin CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvPair, err := ca.Issue(certgen.Leaf{CommonName: "origin", Hosts: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodePair, err := ca.Issue(certgen.Leaf{CommonName: "node", Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := srvPair.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeCert, err := nodePair.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{srvCert},
+		ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})))
+	pb.RegisterOriginServiceServer(s, fakeOriginService{})
+	go s.Serve(lis)
+	defer s.Stop()
+	other, err := certgen.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		tls  *tls.Config
+		ok   bool
+	}{
+		{"trusted, with the node's certificate", &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{nodeCert}}, true},
+		{"no client certificate", &tls.Config{RootCAs: ca.Pool()}, false},
+		{"trusting another CA", &tls.Config{RootCAs: other.Pool(), Certificates: []tls.Certificate{nodeCert}}, false},
+		{"no TLS", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, closeFn, err := OpenOrigin("grpc://"+lis.Addr().String(), OriginOptions{TLS: tc.tls})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeFn()
+			got, err := l.Load(ctx, "k")
+			if tc.ok && (err != nil || got.Version != 3) {
+				t.Fatalf("Load(k) = %+v, %v; want version 3 over mTLS", got, err)
+			}
+			if !tc.ok && err == nil {
+				t.Fatalf("Load(k) = %+v over a connection the origin should refuse", got)
+			}
+		})
+	}
+	if _, _, err := OpenOrigin("http://127.0.0.1:1/{key}", OriginOptions{TLS: &tls.Config{}}); err == nil || !strings.Contains(err.Error(), "https://") {
+		t.Errorf("TLS options with an http:// origin: %v; want an error pointing to https://", err)
 	}
 }

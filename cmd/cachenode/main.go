@@ -48,6 +48,7 @@ type options struct {
 	originAddr  string
 	origin      string
 	originQuery string
+	originTLS   security.ClientFiles
 	policy      string
 	check       bool
 	env         flagenv.Command
@@ -90,6 +91,10 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.DurationVar(&c.L2.WriteTimeout, "redis-write-timeout", 250*time.Millisecond, "Redis write timeout")
 	fs.StringVar(&o.origin, "origin", "", "where misses load from: grpc://host:port (OriginService), http://host:port/path/{key} (Cachewire-Version header), or postgres://... with --origin-query; empty is cache-aside (a miss returns found=false). Answers without a version are filled under leases and cannot serve min_version > 0")
 	fs.StringVar(&o.originQuery, "origin-query", "", "for a postgres:// --origin: SQL returning the value and its version for the key $1, e.g. SELECT value, version FROM users WHERE id = $1 (the value alone makes a versionless origin)")
+	fs.StringVar(&o.originTLS.CA, "origin-tls-ca", "", "PEM CA file a grpc:// or https:// origin's certificate must chain to (turns TLS on for grpc://)")
+	fs.StringVar(&o.originTLS.Cert, "origin-tls-cert", "", "PEM client certificate the node presents to its origin (mTLS), with --origin-tls-key")
+	fs.StringVar(&o.originTLS.Key, "origin-tls-key", "", "PEM private key of --origin-tls-cert")
+	fs.StringVar(&o.originTLS.ServerName, "origin-tls-server-name", "", "name the origin's certificate must hold (default: the origin's host)")
 	fs.StringVar(&o.originAddr, "origin-addr", "", "deprecated: use --origin grpc://host:port. A WriterService address to load misses from")
 	fs.DurationVar(&c.LoaderTimeout, "loader-timeout", 5*time.Second, "bound on one origin load")
 	fs.IntVar(&c.L1.MaxEntries, "l1-max-entries", 100_000, "most values in the in-process LRU")
@@ -122,6 +127,9 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	chk.Addr("http-addr", c.HTTPAddr, true)
 	chk.Addrs("kafka-brokers", o.brokers)
 	chk.Addrs("redis-addrs", o.redisAddrs)
+	if o.originTLS.Enabled() && o.origin == "" {
+		return nil, errors.New("--origin-tls-* are set but --origin is not: they secure a grpc:// or https:// --origin")
+	}
 	if o.originAddr != "" {
 		chk.Addr("origin-addr", o.originAddr, false)
 		if o.origin != "" {
@@ -216,7 +224,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	switch {
 	case o.origin != "":
-		loader, closeOrigin, err := node.OpenOrigin(o.origin, node.OriginOptions{Query: o.originQuery, MaxValueBytes: o.cfg.Limits.MaxValueBytes})
+		originTLS, err := o.originTLS.Config()
+		if err != nil {
+			fmt.Fprintf(stderr, "cachenode: --origin-tls-*: %v\n", err)
+			return 2
+		}
+		loader, closeOrigin, err := node.OpenOrigin(o.origin, node.OriginOptions{Query: o.originQuery,
+			MaxValueBytes: o.cfg.Limits.MaxValueBytes, TLS: originTLS})
 		if err != nil {
 			fmt.Fprintf(stderr, "cachenode: --origin: %v\n", err)
 			return 2

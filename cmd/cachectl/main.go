@@ -10,6 +10,7 @@
 //	cachectl lag                                a node's per-partition position and freshness
 //	cachectl tail [--from-beginning] [--count N] [--until-end]   print change events
 //	cachectl health [--writer]                  exit 0 when the node (or the writer) reports SERVING
+//	cachectl certs --dir DIR [--server N,..] [--client N,..] [--secrets N,..] [--redis-acl F]   CA, certificates, passwords (kept when present)
 //	cachectl help [COMMAND]                     this list, or one command's flags
 //
 // Global flags (before the command) pick the targets and the output: --node, --writer,
@@ -71,6 +72,7 @@ func init() {
 		{"lag", "", "a node's per-partition position and freshness", cmdLag},
 		{"tail", "[--from-beginning] [--count N] [--until-end]", "print change events with partition and offset", cmdTail},
 		{"health", "[--writer]", "exit 0 when the node (or the writer) reports SERVING", cmdHealth},
+		{"certs", "--dir DIR [--server N,..] [--client N,..] [--secrets N,..] [--redis-acl FILE] [--group GID] [--renew N,..|all]", "make a CA, server and client certificates, passwords and a Redis ACL file in DIR (docker-compose.secure.yml); keeps what is there and still good", cmdCerts},
 		{"help", "[COMMAND]", "this list, or one command's flags", cmdHelp},
 	}
 }

@@ -11,6 +11,10 @@
 // new version (the docker-compose demo client).
 //
 //	demo --connect --writer-addr writer:7080 --node-addrs node1:7070,node2:7070,node3:7070
+//
+// Against servers with TLS (docker-compose.secure.yml), --tls-ca, --tls-cert and --tls-key (or a
+// bearer token in CACHEWIRE_DEMO_TOKEN or --token-file) are the same flags as cachectl's, for
+// the writer and every node alike.
 package main
 
 import (
@@ -29,6 +33,7 @@ import (
 	"github.com/cachewire/cachewire/client"
 	"github.com/cachewire/cachewire/embedded"
 	"github.com/cachewire/cachewire/internal/flagenv"
+	"github.com/cachewire/cachewire/internal/security"
 	"github.com/cachewire/cachewire/node"
 )
 
@@ -56,6 +61,7 @@ type options struct {
 	interval   time.Duration
 	rounds     int
 	check      bool
+	clientOpts []client.Option // TLS and token for --connect
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -77,7 +83,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&o.interval, "interval", time.Second, "time between writes (with --connect)")
 	fs.IntVar(&o.rounds, "rounds", 0, "stop after this many writes (with --connect; 0: until interrupted)")
 	fs.BoolVar(&o.check, "check-config", false, "validate the flags, then exit (0 when valid) without starting anything")
-	if err := flagenv.Parse(fs, "CACHEWIRE_DEMO_", args, getenv); err != nil {
+	env := flagenv.Command{Prefix: "CACHEWIRE_DEMO_"}
+	sec := security.RegisterClient(fs, &env)
+	if err := env.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -95,6 +103,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if o.connect && len(o.nodeList) == 0 {
 		fmt.Fprintln(stderr, "demo: --connect needs --node-addrs")
 		return 2
+	}
+	// The files are read now, so that --check-config finds a missing or bad one.
+	tlsCfg, err := sec.TLS.Config()
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: --tls-*: %v\n", err)
+		return 2
+	}
+	if (tlsCfg != nil || sec.Token.Value() != "") && !o.connect {
+		fmt.Fprintln(stderr, "demo: --tls-* and the token are for --connect: the in-process cluster serves plaintext on loopback")
+		return 2
+	}
+	if tlsCfg != nil {
+		o.clientOpts = append(o.clientOpts, client.WithTLS(tlsCfg))
+	}
+	if t := sec.Token.Value(); t != "" {
+		o.clientOpts = append(o.clientOpts, client.WithBearerToken(t))
 	}
 	if o.check {
 		fmt.Fprintln(stderr, "demo: configuration OK")
@@ -151,13 +175,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return code
 }
 
-// connect returns clients for the writer and the nodes; close releases them.
-func connect(writerAddr string, nodeAddrs []string) (w *client.Writer, nodes []*client.Cache, close func(), err error) {
-	if w, err = client.NewWriter(writerAddr); err != nil {
+// connect returns clients for the writer and the nodes, dialed with opts; close releases them.
+func connect(writerAddr string, nodeAddrs []string, opts ...client.Option) (w *client.Writer, nodes []*client.Cache, close func(), err error) {
+	if w, err = client.NewWriter(writerAddr, opts...); err != nil {
 		return nil, nil, nil, err
 	}
 	for _, a := range nodeAddrs {
-		n, err := client.NewCache(a)
+		n, err := client.NewCache(a, opts...)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -173,7 +197,7 @@ func connect(writerAddr string, nodeAddrs []string) (w *client.Writer, nodes []*
 
 // drive writes a key every interval and reports how long each node takes to serve it.
 func drive(ctx context.Context, o options, stdout, stderr io.Writer) int {
-	w, nodes, closeAll, err := connect(o.writerAddr, o.nodeList)
+	w, nodes, closeAll, err := connect(o.writerAddr, o.nodeList, o.clientOpts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return 2

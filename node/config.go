@@ -94,6 +94,15 @@ type Config struct {
 	// MaxInFlight bounds concurrent requests; more get ResourceExhausted. If zero, it defaults to
 	// 4096.
 	MaxInFlight int
+	// WatchHeartbeat is how often the node sends every partition's position and caught-up time
+	// to its Watch streams (near caches). If zero, it defaults to 50 ms; at most 100 ms.
+	WatchHeartbeat time.Duration
+	// WatchBuffer bounds the messages queued for one Watch stream: a watcher further behind is
+	// cut off (ResourceExhausted) rather than slowing the node's apply. If zero, it defaults to
+	// 8192.
+	WatchBuffer int
+	// MaxWatchers bounds the Watch streams open at once. If zero, it defaults to 1024.
+	MaxWatchers int
 	// ShutdownTimeout bounds how long Shutdown waits for requests in flight. If zero, it defaults
 	// to 10 seconds.
 	ShutdownTimeout time.Duration
@@ -159,6 +168,15 @@ func (c *Config) validate() error {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 4096
 	}
+	if c.WatchHeartbeat == 0 {
+		c.WatchHeartbeat = 50 * time.Millisecond
+	}
+	if c.WatchBuffer == 0 {
+		c.WatchBuffer = 8192
+	}
+	if c.MaxWatchers == 0 {
+		c.MaxWatchers = 1024
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
@@ -189,6 +207,10 @@ func (c *Config) validate() error {
 		// An entry written to Redis and expired within one load would give the key back the
 		// entry (none) a versionless answer's lease noted when the load began.
 		return fmt.Errorf("node: loader timeout %v must not be longer than the L2 TTL %v or negative TTL %v (--loader-timeout, --redis-ttl, --redis-negative-ttl)", c.LoaderTimeout, c.L2.TTL, c.L2.NegativeTTL)
+	case c.WatchHeartbeat < 0 || c.WatchHeartbeat > 100*time.Millisecond:
+		return fmt.Errorf("node: watch heartbeat %v must be between 0 and 100ms: near caches stop answering when heartbeats are late (--watch-heartbeat)", c.WatchHeartbeat)
+	case c.WatchBuffer < 0 || c.MaxWatchers < 0:
+		return errors.New("node: WatchBuffer and MaxWatchers must not be negative (--watch-buffer, --max-watchers)")
 	case c.MaxBatch < 0 || c.MaxInFlight < 0 || c.MaxRecvMsgBytes < 0:
 		return errors.New("node: MaxBatch, MaxInFlight and MaxRecvMsgBytes must not be negative")
 	case c.MaxStaleness < 0 || c.LoaderTimeout < 0 || c.DrainDelay < 0:

@@ -36,6 +36,8 @@ type metrics struct {
 	rejected     prometheus.Counter
 	retries      prometheus.Counter
 	l2Epochs     prometheus.Counter
+	watchers     prometheus.Gauge
+	watchCutoffs prometheus.Counter
 
 	// Label sets of the hot path, bound once. The tier reads are also what the Stats RPC
 	// reports, so that a hit means one thing everywhere: a read answered from the tier, at
@@ -85,8 +87,14 @@ func newMetrics(n *Node) *metrics {
 	m.versionless = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cachewire_origin_versionless_answers_total", Help: "Origin answers without a version, filled under a lease (also counted in cachewire_origin_loads_total).",
 	})
+	m.watchers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cachewire_watch_streams", Help: "Watch streams open (near caches in the applications).",
+	})
+	m.watchCutoffs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cachewire_watch_cutoffs_total", Help: "Watch streams cut off because they fell behind by more than --watch-buffer messages.",
+	})
 	for _, c := range []prometheus.Collector{m.tierReads, m.loads, m.staleFills, m.events, m.resets, m.applyLatency,
-		m.staleReads, m.rejected, m.retries, m.l2Epochs, m.versionless} {
+		m.staleReads, m.rejected, m.retries, m.l2Epochs, m.versionless, m.watchers, m.watchCutoffs} {
 		f(c)
 	}
 	read := func(tier, result string) *counted { return &counted{c: m.tierReads.WithLabelValues(tier, result)} }

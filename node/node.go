@@ -32,6 +32,7 @@ type Node struct {
 	group *invalidation.GroupApplier // nil without Redis
 	pub   *invalidation.Publisher
 	m     *metrics
+	watch *watchHub // the Watch streams of near caches
 
 	srv serving.Ref // the serving surface Start builds
 
@@ -84,7 +85,8 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{}}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{},
+		watch: newWatchHub()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.freshAt, n.l2Trusted = n.freshAsOf, n.l2Fresh
 	n.srv.Configure(cfg.GRPCAddr)
@@ -151,6 +153,7 @@ func (n *Node) applyEvents(topic string, partition int, events []invalidation.Ev
 		}
 	}
 	applied, ignored := n.l1.ApplyBatch(events, n.cfg.Policy)
+	n.watchEvents(topic, partition, events)
 	for i := range events {
 		n.gaps.applied(events[i].Key, events[i].Version)
 		if events[i].Op == invalidation.OpEvict {
@@ -173,6 +176,7 @@ func (n *Node) applyEvents(topic string, partition int, events []invalidation.Ev
 func (n *Node) reset(topic string, partition int, reason string) {
 	n.resetL2(topic, partition)
 	n.l1.Flush()
+	n.watchReset(topic, partition, reason)
 	n.m.resets.Inc()
 	n.log.Warn("L1 flushed after a gap in the event stream", "topic", topic, "partition", partition, "reason", reason)
 }
@@ -209,6 +213,7 @@ func (n *Node) Start() error {
 	}
 
 	n.goRun("subscriber", func() error { return n.sub.Run(n.ctx) })
+	n.goRun("watch heartbeats", func() error { n.heartbeats(); return nil })
 	if n.group != nil {
 		n.goRun("l2 group applier", func() error { return n.group.Run(n.ctx) })
 		n.goRun("l2 watcher", func() error { n.watchL2(n.ctx); return nil })
@@ -327,6 +332,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		return ErrClosed
 	}
 	var err error
+	// Watch streams last as long as their clients: end them first, or the drain waits for them
+	// until ShutdownTimeout. Their near caches read through this node meanwhile, then another.
+	n.watch.shutdown()
 	if srv := n.srv.Get(); srv != nil {
 		err = srv.Shutdown(ctx)
 	}
@@ -338,6 +346,7 @@ func (n *Node) Close() error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
+	n.watch.shutdown()
 	if srv := n.srv.Get(); srv != nil {
 		_ = srv.Close()
 	}

@@ -110,6 +110,9 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 	fs.IntVar(&c.MaxBatch, "max-batch", 100, "most keys in one BatchGet")
 	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", 0, "largest gRPC request the transport reads (default: 2 × max-value-bytes + 64 KiB, at least 16 MiB); larger values within it are refused as invalid by the limits above")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 4096, "most concurrent requests; more get ResourceExhausted")
+	fs.DurationVar(&c.WatchHeartbeat, "watch-heartbeat", 50*time.Millisecond, "how often Watch streams (near caches) get every partition's freshness; at most 100ms")
+	fs.IntVar(&c.WatchBuffer, "watch-buffer", 8192, "most messages queued for one Watch stream; a watcher further behind is cut off (ResourceExhausted)")
+	fs.IntVar(&c.MaxWatchers, "max-watchers", 1024, "most Watch streams open at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on draining requests at SIGTERM")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 5*time.Second, "at SIGTERM, report NOT_SERVING this long while still serving, before draining (longer than the readiness probe's period)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -143,7 +146,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 		{"l1-tombstone-ttl", c.L1.TombstoneTTL}, {"negative-ttl", c.L1.NegativeTTL}, {"redis-ttl", c.L2.TTL},
 		{"redis-tombstone-ttl", c.L2.TombstoneTTL}, {"redis-dial-timeout", c.L2.DialTimeout},
 		{"redis-read-timeout", c.L2.ReadTimeout}, {"redis-write-timeout", c.L2.WriteTimeout},
-		{"shutdown-timeout", c.ShutdownTimeout}} {
+		{"shutdown-timeout", c.ShutdownTimeout}, {"watch-heartbeat", c.WatchHeartbeat}} {
 		chk.Positive(d.name, d.v)
 	}
 	chk.NotNegative("drain-delay", c.DrainDelay)
@@ -152,7 +155,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (*opti
 		v    int64
 	}{{"l1-max-entries", int64(c.L1.MaxEntries)}, {"l1-max-bytes", c.L1.MaxBytes}, {"l1-max-tombstones", int64(c.L1.MaxTombstones)},
 		{"max-key-bytes", int64(c.Limits.MaxKeyBytes)}, {"max-value-bytes", int64(c.Limits.MaxValueBytes)},
-		{"max-batch", int64(c.MaxBatch)}, {"max-in-flight", int64(c.MaxInFlight)}} {
+		{"max-batch", int64(c.MaxBatch)}, {"max-in-flight", int64(c.MaxInFlight)},
+		{"watch-buffer", int64(c.WatchBuffer)}, {"max-watchers", int64(c.MaxWatchers)}} {
 		chk.Size(n.name, n.v, 1)
 	}
 	chk.Size("max-recv-msg-bytes", int64(c.MaxRecvMsgBytes), 0)

@@ -9,6 +9,7 @@ package cachewirepb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -956,11 +957,638 @@ func (x *StatsResponse) GetPartitions() []*PartitionFreshness {
 	return nil
 }
 
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{15}
+}
+
+// WatchResponse is one message of a Watch stream: exactly one of its bodies is set.
+type WatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq numbers the stream's messages from 1; each is one more than the one before it.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*WatchResponse_Start
+	//	*WatchResponse_Events
+	//	*WatchResponse_Heartbeat
+	//	*WatchResponse_Reset_
+	Body          isWatchResponse_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WatchResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetBody() isWatchResponse_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetStart() *WatchStart {
+	if x != nil {
+		if x, ok := x.Body.(*WatchResponse_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetEvents() *WatchEvents {
+	if x != nil {
+		if x, ok := x.Body.(*WatchResponse_Events); ok {
+			return x.Events
+		}
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetHeartbeat() *WatchHeartbeat {
+	if x != nil {
+		if x, ok := x.Body.(*WatchResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetReset_() *WatchReset {
+	if x != nil {
+		if x, ok := x.Body.(*WatchResponse_Reset_); ok {
+			return x.Reset_
+		}
+	}
+	return nil
+}
+
+type isWatchResponse_Body interface {
+	isWatchResponse_Body()
+}
+
+type WatchResponse_Start struct {
+	Start *WatchStart `protobuf:"bytes,2,opt,name=start,proto3,oneof"`
+}
+
+type WatchResponse_Events struct {
+	Events *WatchEvents `protobuf:"bytes,3,opt,name=events,proto3,oneof"`
+}
+
+type WatchResponse_Heartbeat struct {
+	Heartbeat *WatchHeartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
+}
+
+type WatchResponse_Reset_ struct {
+	Reset_ *WatchReset `protobuf:"bytes,5,opt,name=reset,proto3,oneof"`
+}
+
+func (*WatchResponse_Start) isWatchResponse_Body() {}
+
+func (*WatchResponse_Events) isWatchResponse_Body() {}
+
+func (*WatchResponse_Heartbeat) isWatchResponse_Body() {}
+
+func (*WatchResponse_Reset_) isWatchResponse_Body() {}
+
+// WatchTopic is one topic the node subscribes to.
+type WatchTopic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// partitions is the topic's partition count as the node knows it.
+	Partitions int32 `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// any_partition is true when a key's events may be on any partition (a Debezium topic, whose
+	// records are placed by Debezium's own key): the key is as fresh as the topic's stalest
+	// partition. Otherwise a key's events are on the partition Murmur2 picks for it.
+	AnyPartition  bool `protobuf:"varint,3,opt,name=any_partition,json=anyPartition,proto3" json:"any_partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchTopic) Reset() {
+	*x = WatchTopic{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchTopic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchTopic) ProtoMessage() {}
+
+func (x *WatchTopic) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchTopic.ProtoReflect.Descriptor instead.
+func (*WatchTopic) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WatchTopic) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *WatchTopic) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *WatchTopic) GetAnyPartition() bool {
+	if x != nil {
+		return x.AnyPartition
+	}
+	return false
+}
+
+// WatchPosition is one partition's position in the node's L1 subscriber.
+type WatchPosition struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// offset is the next offset the node's L1 subscriber reads.
+	Offset int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// caught_up_at is when L1 was last caught up with the partition's log end; unset when never.
+	CaughtUpAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=caught_up_at,json=caughtUpAt,proto3" json:"caught_up_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPosition) Reset() {
+	*x = WatchPosition{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPosition) ProtoMessage() {}
+
+func (x *WatchPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPosition.ProtoReflect.Descriptor instead.
+func (*WatchPosition) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WatchPosition) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *WatchPosition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *WatchPosition) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *WatchPosition) GetCaughtUpAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CaughtUpAt
+	}
+	return nil
+}
+
+// WatchStart opens the stream. Everything the node applied before it was sent is in the node's
+// own tiers (a Get sees it); everything it applies afterwards comes on the stream.
+type WatchStart struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// max_staleness is the node's bound: it serves from its tiers a key whose partitions were
+	// caught up within it, and so may a near cache.
+	MaxStaleness *durationpb.Duration `protobuf:"bytes,2,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"`
+	Topics       []*WatchTopic        `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
+	// now is the node's clock when the message was built: caught_up_at is read against it, so a
+	// client's clock need not agree with the node's.
+	Now           *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=now,proto3" json:"now,omitempty"`
+	Positions     []*WatchPosition       `protobuf:"bytes,5,rep,name=positions,proto3" json:"positions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchStart) Reset() {
+	*x = WatchStart{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchStart) ProtoMessage() {}
+
+func (x *WatchStart) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchStart.ProtoReflect.Descriptor instead.
+func (*WatchStart) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WatchStart) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *WatchStart) GetMaxStaleness() *durationpb.Duration {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return nil
+}
+
+func (x *WatchStart) GetTopics() []*WatchTopic {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *WatchStart) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+func (x *WatchStart) GetPositions() []*WatchPosition {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+// WatchEvent is one event the node's L1 applied.
+type WatchEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// version is 0 for OP_EVICT.
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Op      Op     `protobuf:"varint,3,opt,name=op,proto3,enum=cachewire.v1.Op" json:"op,omitempty"`
+	// value is set on an OP_UPSERT that refreshes caches (the event carried the value, and the
+	// node's policy refreshes).
+	Value         []byte `protobuf:"bytes,4,opt,name=value,proto3,oneof" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WatchEvent) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *WatchEvent) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetOp() Op {
+	if x != nil {
+		return x.Op
+	}
+	return Op_OP_UNSPECIFIED
+}
+
+func (x *WatchEvent) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+// WatchEvents are events of one partition, in offset order.
+type WatchEvents struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Events        []*WatchEvent          `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvents) Reset() {
+	*x = WatchEvents{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvents) ProtoMessage() {}
+
+func (x *WatchEvents) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvents.ProtoReflect.Descriptor instead.
+func (*WatchEvents) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WatchEvents) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *WatchEvents) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *WatchEvents) GetEvents() []*WatchEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// WatchHeartbeat says how fresh the node is: every event it applied before it was built came on
+// the stream before it.
+type WatchHeartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Now           *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=now,proto3" json:"now,omitempty"`
+	Positions     []*WatchPosition       `protobuf:"bytes,2,rep,name=positions,proto3" json:"positions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchHeartbeat) Reset() {
+	*x = WatchHeartbeat{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchHeartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchHeartbeat) ProtoMessage() {}
+
+func (x *WatchHeartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchHeartbeat.ProtoReflect.Descriptor instead.
+func (*WatchHeartbeat) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchHeartbeat) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+func (x *WatchHeartbeat) GetPositions() []*WatchPosition {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+// WatchReset says the node flushed L1 after a gap in the event stream it could not repair: a
+// near cache flushes too.
+type WatchReset struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchReset) Reset() {
+	*x = WatchReset{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchReset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchReset) ProtoMessage() {}
+
+func (x *WatchReset) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchReset.ProtoReflect.Descriptor instead.
+func (*WatchReset) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WatchReset) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *WatchReset) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *WatchReset) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_cachewire_v1_cache_proto protoreflect.FileDescriptor
 
 const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\n" +
-	"\x18cachewire/v1/cache.proto\x12\fcachewire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
+	"\x18cachewire/v1/cache.proto\x12\fcachewire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18cachewire/v1/event.proto\"?\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
@@ -1024,12 +1652,59 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\x0eevents_invalid\x18\a \x01(\x04R\reventsInvalid\x12@\n" +
 	"\n" +
 	"partitions\x18\b \x03(\v2 .cachewire.v1.PartitionFreshnessR\n" +
-	"partitions*G\n" +
+	"partitions\"\x0e\n" +
+	"\fWatchRequest\"\x80\x02\n" +
+	"\rWatchResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x120\n" +
+	"\x05start\x18\x02 \x01(\v2\x18.cachewire.v1.WatchStartH\x00R\x05start\x123\n" +
+	"\x06events\x18\x03 \x01(\v2\x19.cachewire.v1.WatchEventsH\x00R\x06events\x12<\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x1c.cachewire.v1.WatchHeartbeatH\x00R\theartbeat\x120\n" +
+	"\x05reset\x18\x05 \x01(\v2\x18.cachewire.v1.WatchResetH\x00R\x05resetB\x06\n" +
+	"\x04body\"g\n" +
+	"\n" +
+	"WatchTopic\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x01(\x05R\n" +
+	"partitions\x12#\n" +
+	"\rany_partition\x18\x03 \x01(\bR\fanyPartition\"\x99\x01\n" +
+	"\rWatchPosition\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12<\n" +
+	"\fcaught_up_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"caughtUpAt\"\x80\x02\n" +
+	"\n" +
+	"WatchStart\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12>\n" +
+	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x120\n" +
+	"\x06topics\x18\x03 \x03(\v2\x18.cachewire.v1.WatchTopicR\x06topics\x12,\n" +
+	"\x03now\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x129\n" +
+	"\tpositions\x18\x05 \x03(\v2\x1b.cachewire.v1.WatchPositionR\tpositions\"\x7f\n" +
+	"\n" +
+	"WatchEvent\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12 \n" +
+	"\x02op\x18\x03 \x01(\x0e2\x10.cachewire.v1.OpR\x02op\x12\x19\n" +
+	"\x05value\x18\x04 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
+	"\x06_value\"s\n" +
+	"\vWatchEvents\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x120\n" +
+	"\x06events\x18\x03 \x03(\v2\x18.cachewire.v1.WatchEventR\x06events\"y\n" +
+	"\x0eWatchHeartbeat\x12,\n" +
+	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x129\n" +
+	"\tpositions\x18\x02 \x03(\v2\x1b.cachewire.v1.WatchPositionR\tpositions\"X\n" +
+	"\n" +
+	"WatchReset\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason*G\n" +
 	"\x04Tier\x12\x14\n" +
 	"\x10TIER_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aTIER_L1\x10\x01\x12\v\n" +
 	"\aTIER_L2\x10\x02\x12\x0f\n" +
-	"\vTIER_ORIGIN\x10\x032\xa6\x03\n" +
+	"\vTIER_ORIGIN\x10\x032\xea\x03\n" +
 	"\fCacheService\x12:\n" +
 	"\x03Get\x12\x18.cachewire.v1.GetRequest\x1a\x19.cachewire.v1.GetResponse\x12I\n" +
 	"\bBatchGet\x12\x1d.cachewire.v1.BatchGetRequest\x1a\x1e.cachewire.v1.BatchGetResponse\x12:\n" +
@@ -1037,7 +1712,8 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\n" +
 	"Invalidate\x12\x1f.cachewire.v1.InvalidateRequest\x1a .cachewire.v1.InvalidateResponse\x12@\n" +
 	"\x05Evict\x12\x1a.cachewire.v1.EvictRequest\x1a\x1b.cachewire.v1.EvictResponse\x12@\n" +
-	"\x05Stats\x12\x1a.cachewire.v1.StatsRequest\x1a\x1b.cachewire.v1.StatsResponseB?Z=github.com/cachewire/cachewire/proto/cachewire/v1;cachewirepbb\x06proto3"
+	"\x05Stats\x12\x1a.cachewire.v1.StatsRequest\x1a\x1b.cachewire.v1.StatsResponse\x12B\n" +
+	"\x05Watch\x12\x1a.cachewire.v1.WatchRequest\x1a\x1b.cachewire.v1.WatchResponse0\x01B?Z=github.com/cachewire/cachewire/proto/cachewire/v1;cachewirepbb\x06proto3"
 
 var (
 	file_cachewire_v1_cache_proto_rawDescOnce sync.Once
@@ -1052,7 +1728,7 @@ func file_cachewire_v1_cache_proto_rawDescGZIP() []byte {
 }
 
 var file_cachewire_v1_cache_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cachewire_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_cachewire_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_cachewire_v1_cache_proto_goTypes = []any{
 	(Tier)(0),                     // 0: cachewire.v1.Tier
 	(*GetRequest)(nil),            // 1: cachewire.v1.GetRequest
@@ -1070,38 +1746,64 @@ var file_cachewire_v1_cache_proto_goTypes = []any{
 	(*TierStats)(nil),             // 13: cachewire.v1.TierStats
 	(*PartitionFreshness)(nil),    // 14: cachewire.v1.PartitionFreshness
 	(*StatsResponse)(nil),         // 15: cachewire.v1.StatsResponse
-	nil,                           // 16: cachewire.v1.TierStats.EvictionsEntry
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*WatchRequest)(nil),          // 16: cachewire.v1.WatchRequest
+	(*WatchResponse)(nil),         // 17: cachewire.v1.WatchResponse
+	(*WatchTopic)(nil),            // 18: cachewire.v1.WatchTopic
+	(*WatchPosition)(nil),         // 19: cachewire.v1.WatchPosition
+	(*WatchStart)(nil),            // 20: cachewire.v1.WatchStart
+	(*WatchEvent)(nil),            // 21: cachewire.v1.WatchEvent
+	(*WatchEvents)(nil),           // 22: cachewire.v1.WatchEvents
+	(*WatchHeartbeat)(nil),        // 23: cachewire.v1.WatchHeartbeat
+	(*WatchReset)(nil),            // 24: cachewire.v1.WatchReset
+	nil,                           // 25: cachewire.v1.TierStats.EvictionsEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
+	(Op)(0),                       // 28: cachewire.v1.Op
 }
 var file_cachewire_v1_cache_proto_depIdxs = []int32{
-	17, // 0: cachewire.v1.Freshness.fresh_as_of:type_name -> google.protobuf.Timestamp
+	26, // 0: cachewire.v1.Freshness.fresh_as_of:type_name -> google.protobuf.Timestamp
 	0,  // 1: cachewire.v1.GetResponse.tier:type_name -> cachewire.v1.Tier
 	2,  // 2: cachewire.v1.GetResponse.freshness:type_name -> cachewire.v1.Freshness
 	1,  // 3: cachewire.v1.BatchGetRequest.requests:type_name -> cachewire.v1.GetRequest
 	3,  // 4: cachewire.v1.BatchGetResponse.responses:type_name -> cachewire.v1.GetResponse
-	16, // 5: cachewire.v1.TierStats.evictions:type_name -> cachewire.v1.TierStats.EvictionsEntry
-	17, // 6: cachewire.v1.PartitionFreshness.caught_up_at:type_name -> google.protobuf.Timestamp
-	17, // 7: cachewire.v1.PartitionFreshness.l2_caught_up_at:type_name -> google.protobuf.Timestamp
+	25, // 5: cachewire.v1.TierStats.evictions:type_name -> cachewire.v1.TierStats.EvictionsEntry
+	26, // 6: cachewire.v1.PartitionFreshness.caught_up_at:type_name -> google.protobuf.Timestamp
+	26, // 7: cachewire.v1.PartitionFreshness.l2_caught_up_at:type_name -> google.protobuf.Timestamp
 	13, // 8: cachewire.v1.StatsResponse.l1:type_name -> cachewire.v1.TierStats
 	13, // 9: cachewire.v1.StatsResponse.l2:type_name -> cachewire.v1.TierStats
 	14, // 10: cachewire.v1.StatsResponse.partitions:type_name -> cachewire.v1.PartitionFreshness
-	1,  // 11: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
-	4,  // 12: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
-	6,  // 13: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
-	8,  // 14: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
-	10, // 15: cachewire.v1.CacheService.Evict:input_type -> cachewire.v1.EvictRequest
-	12, // 16: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
-	3,  // 17: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
-	5,  // 18: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
-	7,  // 19: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
-	9,  // 20: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
-	11, // 21: cachewire.v1.CacheService.Evict:output_type -> cachewire.v1.EvictResponse
-	15, // 22: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	20, // 11: cachewire.v1.WatchResponse.start:type_name -> cachewire.v1.WatchStart
+	22, // 12: cachewire.v1.WatchResponse.events:type_name -> cachewire.v1.WatchEvents
+	23, // 13: cachewire.v1.WatchResponse.heartbeat:type_name -> cachewire.v1.WatchHeartbeat
+	24, // 14: cachewire.v1.WatchResponse.reset:type_name -> cachewire.v1.WatchReset
+	26, // 15: cachewire.v1.WatchPosition.caught_up_at:type_name -> google.protobuf.Timestamp
+	27, // 16: cachewire.v1.WatchStart.max_staleness:type_name -> google.protobuf.Duration
+	18, // 17: cachewire.v1.WatchStart.topics:type_name -> cachewire.v1.WatchTopic
+	26, // 18: cachewire.v1.WatchStart.now:type_name -> google.protobuf.Timestamp
+	19, // 19: cachewire.v1.WatchStart.positions:type_name -> cachewire.v1.WatchPosition
+	28, // 20: cachewire.v1.WatchEvent.op:type_name -> cachewire.v1.Op
+	21, // 21: cachewire.v1.WatchEvents.events:type_name -> cachewire.v1.WatchEvent
+	26, // 22: cachewire.v1.WatchHeartbeat.now:type_name -> google.protobuf.Timestamp
+	19, // 23: cachewire.v1.WatchHeartbeat.positions:type_name -> cachewire.v1.WatchPosition
+	1,  // 24: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
+	4,  // 25: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
+	6,  // 26: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
+	8,  // 27: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
+	10, // 28: cachewire.v1.CacheService.Evict:input_type -> cachewire.v1.EvictRequest
+	12, // 29: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
+	16, // 30: cachewire.v1.CacheService.Watch:input_type -> cachewire.v1.WatchRequest
+	3,  // 31: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
+	5,  // 32: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
+	7,  // 33: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
+	9,  // 34: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
+	11, // 35: cachewire.v1.CacheService.Evict:output_type -> cachewire.v1.EvictResponse
+	15, // 36: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
+	17, // 37: cachewire.v1.CacheService.Watch:output_type -> cachewire.v1.WatchResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_cachewire_v1_cache_proto_init() }
@@ -1109,13 +1811,21 @@ func file_cachewire_v1_cache_proto_init() {
 	if File_cachewire_v1_cache_proto != nil {
 		return
 	}
+	file_cachewire_v1_event_proto_init()
+	file_cachewire_v1_cache_proto_msgTypes[16].OneofWrappers = []any{
+		(*WatchResponse_Start)(nil),
+		(*WatchResponse_Events)(nil),
+		(*WatchResponse_Heartbeat)(nil),
+		(*WatchResponse_Reset_)(nil),
+	}
+	file_cachewire_v1_cache_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cachewire_v1_cache_proto_rawDesc), len(file_cachewire_v1_cache_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	CacheService_Invalidate_FullMethodName = "/cachewire.v1.CacheService/Invalidate"
 	CacheService_Evict_FullMethodName      = "/cachewire.v1.CacheService/Evict"
 	CacheService_Stats_FullMethodName      = "/cachewire.v1.CacheService/Stats"
+	CacheService_Watch_FullMethodName      = "/cachewire.v1.CacheService/Watch"
 )
 
 // CacheServiceClient is the client API for CacheService service.
@@ -50,6 +51,15 @@ type CacheServiceClient interface {
 	Evict(ctx context.Context, in *EvictRequest, opts ...grpc.CallOption) (*EvictResponse, error)
 	// Stats reports the node's counters.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// Watch streams what the node applies, for a near cache in the application (the Go client's
+	// WithNearCache). The first message is a WatchStart with the node's per-partition positions;
+	// then come, in the order the node applied them, the events its L1 applied, heartbeats with
+	// every partition's position and caught-up time (at least every 100 ms), and a WatchReset
+	// whenever the node flushed L1. Messages are numbered from 1 without gaps: a client that sees
+	// a gap, or whose stream breaks, must resynchronize (flush) before it answers from its copy
+	// again. A watcher that falls behind by more than the node's watch buffer is cut off with
+	// RESOURCE_EXHAUSTED; it never slows the node's apply.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
 type cacheServiceClient struct {
@@ -120,6 +130,25 @@ func (c *cacheServiceClient) Stats(ctx context.Context, in *StatsRequest, opts .
 	return out, nil
 }
 
+func (c *cacheServiceClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CacheService_ServiceDesc.Streams[0], CacheService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CacheService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
 // CacheServiceServer is the server API for CacheService service.
 // All implementations must embed UnimplementedCacheServiceServer
 // for forward compatibility.
@@ -143,6 +172,15 @@ type CacheServiceServer interface {
 	Evict(context.Context, *EvictRequest) (*EvictResponse, error)
 	// Stats reports the node's counters.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// Watch streams what the node applies, for a near cache in the application (the Go client's
+	// WithNearCache). The first message is a WatchStart with the node's per-partition positions;
+	// then come, in the order the node applied them, the events its L1 applied, heartbeats with
+	// every partition's position and caught-up time (at least every 100 ms), and a WatchReset
+	// whenever the node flushed L1. Messages are numbered from 1 without gaps: a client that sees
+	// a gap, or whose stream breaks, must resynchronize (flush) before it answers from its copy
+	// again. A watcher that falls behind by more than the node's watch buffer is cut off with
+	// RESOURCE_EXHAUSTED; it never slows the node's apply.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedCacheServiceServer()
 }
 
@@ -170,6 +208,9 @@ func (UnimplementedCacheServiceServer) Evict(context.Context, *EvictRequest) (*E
 }
 func (UnimplementedCacheServiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedCacheServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedCacheServiceServer) mustEmbedUnimplementedCacheServiceServer() {}
 func (UnimplementedCacheServiceServer) testEmbeddedByValue()                      {}
@@ -300,6 +341,17 @@ func _CacheService_Stats_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CacheService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CacheServiceServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CacheService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
 // CacheService_ServiceDesc is the grpc.ServiceDesc for CacheService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -332,6 +384,12 @@ var CacheService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CacheService_Stats_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _CacheService_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "cachewire/v1/cache.proto",
 }

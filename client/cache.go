@@ -2,8 +2,12 @@ package client
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
+	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
@@ -16,6 +20,7 @@ const (
 	TierL1     Tier = "L1"     // the node's in-process cache
 	TierL2     Tier = "L2"     // the shared Redis tier
 	TierOrigin Tier = "ORIGIN" // the writer's read API
+	// TierNear (near.go) is the near cache in this process.
 )
 
 func tierOf(t pb.Tier) Tier {
@@ -67,26 +72,53 @@ func MinVersion(v uint64) GetOption {
 
 // Cache is a client of one cache node (CacheService). It is safe for concurrent use.
 type Cache struct {
-	c   *conn
-	api pb.CacheServiceClient
+	c    *conn
+	api  pb.CacheServiceClient
+	near *nearCache // nil without WithNearCache
 }
 
 // NewCache returns a client for the cache node at target (for example "127.0.0.1:7070"). It
-// connects lazily.
+// connects lazily. With WithNearCache, it also opens the node's Watch stream, in a goroutine
+// that Close stops.
 func NewCache(target string, opts ...Option) (*Cache, error) {
 	c, err := dial(target, pb.CacheService_ServiceDesc.ServiceName, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Cache{c: c, api: pb.NewCacheServiceClient(c.cc)}, nil
+	cache := &Cache{c: c, api: pb.NewCacheServiceClient(c.cc)}
+	if c.o.near != nil {
+		if cache.near, err = newNearCache(*c.o.near, cache.api, c.o.nearApplied); err != nil {
+			_ = c.cc.Close()
+			return nil, err
+		}
+	}
+	return cache, nil
 }
 
-// Get reads key through the node (L1, L2, origin). A key with no value is not an error: Found is
-// false.
+// Get reads key through the node (L1, L2, origin), or from the near cache when there is one and
+// it may answer. A key with no value is not an error: Found is false.
 func (c *Cache) Get(ctx context.Context, key string, opts ...GetOption) (Item, error) {
+	if len(opts) == 0 {
+		return c.get(ctx, key, 0, nil) // no request built before the near cache is asked
+	}
 	req := &pb.GetRequest{Key: key}
 	for _, o := range opts {
 		o(req)
+	}
+	return c.get(ctx, key, req.GetMinVersion(), req)
+}
+
+// get reads key at minVersion; req, when not nil, is the request to send (built from options).
+func (c *Cache) get(ctx context.Context, key string, minVersion uint64, req *pb.GetRequest) (Item, error) {
+	var t fillTicket
+	if c.near != nil {
+		if it, ok := c.near.get(key, minVersion); ok {
+			return it, nil
+		}
+		t = c.near.begin() // before the request: an event seen meanwhile refuses its answer
+	}
+	if req == nil {
+		req = &pb.GetRequest{Key: key, MinVersion: minVersion}
 	}
 	var resp *pb.GetResponse
 	err := c.c.call(ctx, "Get", true, func(ctx context.Context) (err error) {
@@ -95,6 +127,9 @@ func (c *Cache) Get(ctx context.Context, key string, opts ...GetOption) (Item, e
 	})
 	if err != nil {
 		return Item{Key: key}, err
+	}
+	if c.near != nil {
+		c.near.fill(t, resp)
 	}
 	return itemOf(resp), nil
 }
@@ -112,17 +147,43 @@ func (c *Cache) BatchGet(ctx context.Context, keys []string, opts ...GetOption) 
 }
 
 func (c *Cache) batchGet(ctx context.Context, reqs []*pb.GetRequest) ([]Item, error) {
+	items := make([]Item, len(reqs))
+	send, at := reqs, []int(nil) // the requests for the node, and where their answers go
+	var t fillTicket
+	if c.near != nil {
+		send = nil
+		for i, r := range reqs {
+			if it, ok := c.near.get(r.GetKey(), r.GetMinVersion()); ok {
+				items[i] = it
+				continue
+			}
+			send, at = append(send, r), append(at, i)
+		}
+		if len(send) == 0 {
+			return items, nil
+		}
+		t = c.near.begin()
+	}
 	var resp *pb.BatchGetResponse
 	err := c.c.call(ctx, "BatchGet", true, func(ctx context.Context) (err error) {
-		resp, err = c.api.BatchGet(ctx, &pb.BatchGetRequest{Requests: reqs})
+		resp, err = c.api.BatchGet(ctx, &pb.BatchGetRequest{Requests: send})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	items := make([]Item, len(resp.GetResponses()))
+	if len(resp.GetResponses()) != len(send) {
+		return nil, &Error{Method: "BatchGet", Code: codes.Internal, Message: "the node answered a different number of keys than asked"}
+	}
 	for i, r := range resp.GetResponses() {
-		items[i] = itemOf(r)
+		j := i
+		if at != nil {
+			j = at[i]
+		}
+		items[j] = itemOf(r)
+		if c.near != nil {
+			c.near.fill(t, r)
+		}
 	}
 	return items, nil
 }
@@ -143,20 +204,28 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, version uint6
 // event): a node, or Redis, holding an older version drops it; one already at version or newer
 // ignores it. It is idempotent and retried on Unavailable.
 func (c *Cache) Invalidate(ctx context.Context, key string, version uint64) error {
-	return c.c.call(ctx, "Invalidate", true, func(ctx context.Context) error {
+	err := c.c.call(ctx, "Invalidate", true, func(ctx context.Context) error {
 		_, err := c.api.Invalidate(ctx, &pb.InvalidateRequest{Key: key, Version: version})
 		return err
 	})
+	if err == nil && c.near != nil {
+		c.near.apply(invalidation.Event{Key: key, Version: version, Op: invalidation.OpInvalidate})
+	}
+	return err
 }
 
 // Evict makes every node, and Redis, drop the value held for key, keeping its version, so that
 // nothing older can be filled back (the node publishes an EVICT event). It needs no version: it
 // is for a value suspected wrong. It is idempotent and retried on Unavailable.
 func (c *Cache) Evict(ctx context.Context, key string) error {
-	return c.c.call(ctx, "Evict", true, func(ctx context.Context) error {
+	err := c.c.call(ctx, "Evict", true, func(ctx context.Context) error {
 		_, err := c.api.Evict(ctx, &pb.EvictRequest{Key: key})
 		return err
 	})
+	if err == nil && c.near != nil {
+		c.near.apply(invalidation.Event{Key: key, Op: invalidation.OpEvict})
+	}
+	return err
 }
 
 // Stats returns the node's counters and per-partition freshness.
@@ -175,5 +244,23 @@ func (c *Cache) Health(ctx context.Context) error {
 	return c.c.check(ctx, pb.CacheService_ServiceDesc.ServiceName)
 }
 
-// Close closes the connection.
-func (c *Cache) Close() error { return c.c.cc.Close() }
+// NearStats returns the near cache's counters, and false without WithNearCache.
+func (c *Cache) NearStats() (NearStats, bool) {
+	if c.near == nil {
+		return NearStats{}, false
+	}
+	return c.near.stats(), true
+}
+
+// Close stops the near cache's stream, if any, and closes the connection. Calls after the first
+// return an error.
+func (c *Cache) Close() error {
+	if c.near != nil {
+		c.near.close()
+	}
+	err := c.c.cc.Close()
+	if err != nil {
+		return errors.Join(errors.New("client: Cache already closed"), err)
+	}
+	return nil
+}

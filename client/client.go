@@ -82,6 +82,8 @@ type options struct {
 	dialOptions []grpc.DialOption
 	tls         *tls.Config
 	token       string
+	near        *NearCacheConfig
+	nearApplied func(seq uint64) // for tests: called after each Watch message is applied
 }
 
 func defaults() options {

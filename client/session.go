@@ -202,8 +202,13 @@ func (s *Session) Delete(ctx context.Context, key string, opts ...WriteOption) (
 
 // Get reads key at least as new as the session's own last write of it.
 func (s *Session) Get(ctx context.Context, key string, opts ...GetOption) (Item, error) {
-	opts = append(opts, MinVersion(s.Version(key)))
-	it, err := s.cache.Get(ctx, key, opts...)
+	var it Item
+	var err error
+	if len(opts) == 0 {
+		it, err = s.cache.get(ctx, key, s.Version(key), nil)
+	} else {
+		it, err = s.cache.Get(ctx, key, append(opts, MinVersion(s.Version(key)))...)
+	}
 	if err == nil && it.Version > 0 {
 		// Reads are monotonic within the session too: never go back behind what it has seen.
 		s.remember(key, it.Version)

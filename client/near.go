@@ -1,0 +1,396 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/cachewire/cachewire/internal/retry"
+	"github.com/cachewire/cachewire/invalidation"
+	"github.com/cachewire/cachewire/lru"
+	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
+)
+
+// TierNear is the Tier of an answer from the near cache in this process (WithNearCache).
+const TierNear Tier = "NEAR"
+
+// NearCacheConfig configures the near cache (WithNearCache). The zero value is usable: every
+// field documents its default.
+type NearCacheConfig struct {
+	// MaxEntries bounds the values held. If zero, it defaults to 10,000.
+	MaxEntries int
+	// MaxBytes bounds the bytes held, counting key, value and about 200 bytes of overhead per
+	// entry. If zero, it defaults to 64 MiB.
+	MaxBytes int64
+	// TTL is a safety net: a value is dropped this long after it was stored even if no event
+	// evicted it. If zero, it defaults to 10 minutes.
+	TTL time.Duration
+	// Logger receives a line when the stream breaks and when it is resynchronized. If nil, it
+	// defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// WithNearCache keeps hot entries in this process, kept coherent by the node: the client opens
+// the node's Watch stream, applies every event the node applies, and answers a Get in process
+// when it holds a version at least the read's MinVersion and the key's partition was caught
+// up within the node's max_staleness. Otherwise the Get goes to the node, and its answer fills
+// the near cache under the same version rules as the node's L1. A broken stream or a gap in it
+// means no near-cache answers until the client has resubscribed and flushed. See
+// docs/near-cache.md. Close stops the stream.
+//
+// A value answered from the near cache (Tier TierNear) is shared with it: callers must not
+// modify Item.Value.
+func WithNearCache(cfg NearCacheConfig) Option {
+	return func(o *options) { o.near = &cfg }
+}
+
+// NearStats are a near cache's counters.
+type NearStats struct {
+	// Hits counts Gets answered in process; Misses counts Gets sent to the node (the near cache
+	// held no version new enough, could not vouch for the key's freshness, or was not in sync).
+	Hits, Misses uint64
+	// Fills counts node answers stored; StaleFillsRejected counts answers refused by the version
+	// rule or because the stream changed while they were read.
+	Fills, StaleFillsRejected uint64
+	// Evictions counts values that left the near cache, by reason (event, capacity, expired,
+	// flush, ...).
+	Evictions map[string]uint64
+	// Resyncs counts streams opened and synchronized after the first; Breaks counts streams that
+	// ended (the node restarted or drained, cut the watcher off, the network failed); Gaps
+	// counts sequence gaps, each of which broke its stream.
+	Resyncs, Breaks, Gaps uint64
+	// Messages counts stream messages applied (start, events, heartbeats, resets).
+	Messages uint64
+	Entries  int
+	Bytes    int64
+	// Synced is true while the stream is up and synchronized: only then are Gets answered in
+	// process.
+	Synced bool
+}
+
+// nearCache is the client's near cache: an lru.Cache fed by the node's Watch stream.
+type nearCache struct {
+	l    *lru.Cache
+	api  pb.CacheServiceClient
+	log  *slog.Logger
+	base time.Time // freshness is kept in monotonic nanoseconds since base
+
+	synced atomic.Bool
+	gen    atomic.Uint64 // grows whenever the stream breaks or is resynchronized
+	view   atomic.Pointer[nearView]
+
+	hits, misses, fills, rejected   atomic.Uint64
+	resyncs, breaks, gaps, messages atomic.Uint64
+	starts                          uint64 // streams synchronized; owned by run
+
+	applied func(seq uint64) // for tests: after each message is applied; nil otherwise
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// nearView is what one stream said about the node: its bound and each partition's freshness.
+type nearView struct {
+	maxStale int64 // nanoseconds
+	topics   []nearTopic
+	index    map[string]int
+}
+
+type nearTopic struct {
+	any   bool           // a key may be on any partition (Debezium)
+	fresh []atomic.Int64 // per partition: caught up as of (nanoseconds since base); 0: never
+}
+
+func newNearCache(cfg NearCacheConfig, api pb.CacheServiceClient, applied func(uint64)) (*nearCache, error) {
+	if cfg.MaxEntries == 0 {
+		cfg.MaxEntries = 10_000
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = 64 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	l, err := lru.New(lru.Config{MaxEntries: cfg.MaxEntries, MaxBytes: cfg.MaxBytes, TTL: cfg.TTL})
+	if err != nil {
+		return nil, fmt.Errorf("client: near cache: %w", err)
+	}
+	nc := &nearCache{l: l, api: api, log: cfg.Logger.With("component", "cachewire near cache"), base: time.Now().Add(-nearEpoch), done: make(chan struct{}), applied: applied}
+	var ctx context.Context
+	ctx, nc.cancel = context.WithCancel(context.Background())
+	go nc.run(ctx)
+	return nc, nil
+}
+
+func (nc *nearCache) close() {
+	nc.cancel()
+	<-nc.done
+}
+
+// nearEpoch sets base this far in the past, so that a caught-up time from before the near cache
+// started is still a positive offset from it (0 means never).
+const nearEpoch = 365 * 24 * time.Hour
+
+func (nc *nearCache) now() int64 { return int64(time.Since(nc.base)) }
+
+// freshAsOf returns when the key's partitions were last caught up (as nanoseconds since base),
+// or 0 when one never was: the oldest over the node's topics.
+func (v *nearView) freshAsOf(key string) int64 {
+	oldest := int64(0)
+	for i := range v.topics {
+		t := &v.topics[i]
+		if len(t.fresh) == 0 {
+			return 0
+		}
+		from, to := 0, len(t.fresh)
+		if !t.any {
+			from = invalidation.PartitionFor(key, len(t.fresh))
+			to = from + 1
+		}
+		for p := from; p < to; p++ {
+			f := t.fresh[p].Load()
+			if f == 0 {
+				return 0
+			}
+			if oldest == 0 || f < oldest {
+				oldest = f
+			}
+		}
+	}
+	return oldest
+}
+
+// get answers key in process when it may: synchronized, the key's partitions fresh within the
+// node's bound, and a version at least minVersion held. It allocates nothing.
+func (nc *nearCache) get(key string, minVersion uint64) (Item, bool) {
+	v := nc.view.Load()
+	if !nc.synced.Load() || v == nil {
+		nc.misses.Add(1)
+		return Item{}, false
+	}
+	fresh := v.freshAsOf(key)
+	if fresh == 0 || nc.now()-fresh > v.maxStale {
+		nc.misses.Add(1)
+		return Item{}, false
+	}
+	it, ok := nc.l.Get(key)
+	if !ok || it.Version < minVersion {
+		nc.misses.Add(1)
+		return Item{}, false
+	}
+	nc.hits.Add(1)
+	return Item{Key: key, Value: it.Value, Version: it.Version, Found: !it.Missing, Tier: TierNear,
+		FreshAsOf: nc.base.Add(time.Duration(fresh))}, true
+}
+
+// fillTicket is taken before a Get goes to the node: its answer may fill the near cache only if
+// the stream it was taken under is still the one in sync.
+type fillTicket struct {
+	tok lru.FillToken
+	gen uint64
+	ok  bool
+}
+
+func (nc *nearCache) begin() fillTicket {
+	gen := nc.gen.Load()
+	if !nc.synced.Load() {
+		return fillTicket{}
+	}
+	return fillTicket{tok: nc.l.BeginFill(), gen: gen, ok: true}
+}
+
+// fill stores the node's answer r, read under t, under L1's rules: not a stale answer, not a
+// cache-aside miss, not older than a version the near cache has seen, and not when the stream
+// broke or was resynchronized since t.
+func (nc *nearCache) fill(t fillTicket, r *pb.GetResponse) {
+	if !t.ok || r.GetFreshness().GetStale() || (!r.GetFound() && r.GetTier() == pb.Tier_TIER_UNSPECIFIED) {
+		return
+	}
+	if nc.gen.Load() != t.gen || !nc.synced.Load() {
+		nc.rejected.Add(1)
+		return
+	}
+	var ok bool
+	if r.GetFound() {
+		value := r.GetValue()
+		if value == nil {
+			value = []byte{}
+		}
+		ok = nc.l.Fill(r.GetKey(), r.GetVersion(), value, t.tok)
+	} else {
+		ok = nc.l.FillMissing(r.GetKey(), r.GetVersion(), t.tok)
+	}
+	if ok {
+		nc.fills.Add(1)
+	} else {
+		nc.rejected.Add(1)
+	}
+}
+
+// apply applies an event this client published through the node (Invalidate, Evict), so that
+// its own next read sees it before the stream brings it.
+func (nc *nearCache) apply(e invalidation.Event) { nc.l.Apply(&e, invalidation.RefreshHeld) }
+
+func (nc *nearCache) stats() NearStats {
+	ls := nc.l.Stats()
+	return NearStats{Hits: nc.hits.Load(), Misses: nc.misses.Load(), Fills: nc.fills.Load(), StaleFillsRejected: nc.rejected.Load(),
+		Evictions: ls.Evictions, Resyncs: nc.resyncs.Load(), Breaks: nc.breaks.Load(), Gaps: nc.gaps.Load(),
+		Messages: nc.messages.Load(), Entries: ls.Entries, Bytes: ls.Bytes, Synced: nc.synced.Load()}
+}
+
+// unsync stops answering in process until the next stream is synchronized.
+func (nc *nearCache) unsync() {
+	nc.synced.Store(false)
+	nc.gen.Add(1)
+}
+
+// errGap is a stream that skipped a sequence number.
+var errGap = errors.New("client: near cache: gap in the Watch stream")
+
+// run keeps a Watch stream open, resubscribing with back-off whenever it breaks, until close.
+func (nc *nearCache) run(ctx context.Context) {
+	defer close(nc.done)
+	b := retry.NewBackoff(50*time.Millisecond, 2*time.Second)
+	for {
+		synced, err := nc.watch(ctx)
+		nc.unsync()
+		if ctx.Err() != nil {
+			return
+		}
+		nc.breaks.Add(1)
+		if synced {
+			b.Reset()
+			nc.log.Warn("Watch stream broke; answering from the node until it is resynchronized", "err", err)
+		} else {
+			nc.log.Debug("cannot open the Watch stream; retrying", "err", err)
+		}
+		if !retry.Sleep(ctx, b.Next()) {
+			return
+		}
+	}
+}
+
+// watch runs one Watch stream until it breaks, and reports whether it got synchronized.
+func (nc *nearCache) watch(ctx context.Context) (synced bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := nc.api.Watch(ctx, &pb.WatchRequest{})
+	if err != nil {
+		return false, err
+	}
+	var last uint64
+	var events []invalidation.Event
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return synced, errors.New("client: near cache: the node ended the Watch stream")
+		}
+		if err != nil {
+			return synced, wrap("Watch", err)
+		}
+		at := nc.now()
+		if m.GetSeq() != last+1 {
+			nc.gaps.Add(1)
+			return synced, fmt.Errorf("%w: message %d after %d", errGap, m.GetSeq(), last)
+		}
+		last = m.GetSeq()
+		if _, isStart := m.GetBody().(*pb.WatchResponse_Start); isStart != (last == 1) {
+			return synced, fmt.Errorf("client: near cache: message %d of the Watch stream: start must come first, and only first", last)
+		}
+		switch b := m.GetBody().(type) {
+		case *pb.WatchResponse_Start:
+			err = nc.start(b.Start, at)
+			synced = err == nil
+		case *pb.WatchResponse_Heartbeat:
+			err = nc.heartbeat(nc.view.Load(), b.Heartbeat.GetNow().AsTime(), b.Heartbeat.GetPositions(), at)
+		case *pb.WatchResponse_Events:
+			events, err = nc.events(events[:0], b.Events)
+		case *pb.WatchResponse_Reset_:
+			nc.log.Warn("the node flushed L1 after a gap in its event stream; flushing the near cache", "topic", b.Reset_.GetTopic(),
+				"partition", b.Reset_.GetPartition(), "reason", b.Reset_.GetReason())
+			nc.l.Flush()
+			nc.gen.Add(1)
+		default:
+			err = fmt.Errorf("client: near cache: message %d of the Watch stream has no body this client knows", last)
+		}
+		if err != nil {
+			return synced, err
+		}
+		nc.messages.Add(1)
+		if nc.applied != nil {
+			nc.applied(last)
+		}
+	}
+}
+
+// start synchronizes with a new stream: flush (so that no entry, and no fill begun, from before
+// the stream remains: events the node applied meanwhile were never seen here), then take the
+// node's view, then answer in process again.
+func (nc *nearCache) start(s *pb.WatchStart, at int64) error {
+	v := &nearView{maxStale: int64(s.GetMaxStaleness().AsDuration()), index: map[string]int{}}
+	for _, t := range s.GetTopics() {
+		if t.GetPartitions() < 0 || t.GetPartitions() > 1<<20 {
+			return fmt.Errorf("client: near cache: topic %q has %d partitions", t.GetTopic(), t.GetPartitions())
+		}
+		v.index[t.GetTopic()] = len(v.topics)
+		v.topics = append(v.topics, nearTopic{any: t.GetAnyPartition(), fresh: make([]atomic.Int64, t.GetPartitions())})
+	}
+	if v.maxStale <= 0 {
+		return errors.New("client: near cache: the node's max_staleness is not positive")
+	}
+	nc.l.Flush()
+	nc.gen.Add(1)
+	if err := nc.heartbeat(v, s.GetNow().AsTime(), s.GetPositions(), at); err != nil {
+		return err
+	}
+	nc.view.Store(v)
+	nc.synced.Store(true)
+	if nc.starts++; nc.starts > 1 {
+		nc.resyncs.Add(1)
+		nc.log.Info("Watch stream resynchronized: near cache flushed and answering again", "node", s.GetNodeId())
+	}
+	return nil
+}
+
+// heartbeat records each partition's freshness. The node's caught_up_at is read against the
+// node's own clock (now), and the age it gives is counted back from when the message arrived
+// here (at), so the two clocks need not agree.
+func (nc *nearCache) heartbeat(v *nearView, now time.Time, positions []*pb.WatchPosition, at int64) error {
+	for _, p := range positions {
+		i, ok := v.index[p.GetTopic()]
+		if !ok {
+			continue // a topic this stream did not announce: nothing reads it
+		}
+		t := &v.topics[i]
+		if p.GetPartition() < 0 || int(p.GetPartition()) >= len(t.fresh) {
+			// The topic grew: keys moved partitions. Resynchronize with the node's new view.
+			return fmt.Errorf("client: near cache: topic %q has partition %d, the stream started with %d", p.GetTopic(), p.GetPartition(), len(t.fresh))
+		}
+		if p.GetCaughtUpAt() == nil {
+			continue
+		}
+		age := max(now.Sub(p.GetCaughtUpAt().AsTime()), 0)
+		fresh := max(at-int64(age), 1)
+		if f := &t.fresh[p.GetPartition()]; fresh > f.Load() {
+			f.Store(fresh) // only this goroutine stores
+		}
+	}
+	return nil
+}
+
+// events applies one partition's events as L1 does.
+func (nc *nearCache) events(buf []invalidation.Event, we *pb.WatchEvents) ([]invalidation.Event, error) {
+	for _, e := range we.GetEvents() {
+		ev := invalidation.Event{Key: e.GetKey(), Version: e.GetVersion(), Op: invalidation.Op(e.GetOp()), Value: e.Value, HasValue: e.Value != nil}
+		if err := (invalidation.Limits{MaxKeyBytes: 1 << 20, MaxValueBytes: 1 << 30}).Validate(&ev); err != nil {
+			return buf, fmt.Errorf("client: near cache: event on %s/%d: %w", we.GetTopic(), we.GetPartition(), err)
+		}
+		buf = append(buf, ev)
+	}
+	nc.l.ApplyBatch(buf, invalidation.RefreshHeld)
+	return buf, nil
+}

@@ -91,6 +91,7 @@ func NewCache(target string, opts ...Option) (*Cache, error) {
 			_ = c.cc.Close()
 			return nil, err
 		}
+		cache.near.open()
 	}
 	return cache, nil
 }
@@ -115,7 +116,7 @@ func (c *Cache) get(ctx context.Context, key string, minVersion uint64, req *pb.
 		if it, ok := c.near.get(key, minVersion); ok {
 			return it, nil
 		}
-		t = c.near.begin() // before the request: an event seen meanwhile refuses its answer
+		t = c.near.begin(key) // before the request: an event seen meanwhile refuses its answer
 	}
 	if req == nil {
 		req = &pb.GetRequest{Key: key, MinVersion: minVersion}
@@ -149,7 +150,7 @@ func (c *Cache) BatchGet(ctx context.Context, keys []string, opts ...GetOption) 
 func (c *Cache) batchGet(ctx context.Context, reqs []*pb.GetRequest) ([]Item, error) {
 	items := make([]Item, len(reqs))
 	send, at := reqs, []int(nil) // the requests for the node, and where their answers go
-	var t fillTicket
+	var tickets []fillTicket
 	if c.near != nil {
 		send = nil
 		for i, r := range reqs {
@@ -158,11 +159,11 @@ func (c *Cache) batchGet(ctx context.Context, reqs []*pb.GetRequest) ([]Item, er
 				continue
 			}
 			send, at = append(send, r), append(at, i)
+			tickets = append(tickets, c.near.begin(r.GetKey()))
 		}
 		if len(send) == 0 {
 			return items, nil
 		}
-		t = c.near.begin()
 	}
 	var resp *pb.BatchGetResponse
 	err := c.c.call(ctx, "BatchGet", true, func(ctx context.Context) (err error) {
@@ -182,7 +183,7 @@ func (c *Cache) batchGet(ctx context.Context, reqs []*pb.GetRequest) ([]Item, er
 		}
 		items[j] = itemOf(r)
 		if c.near != nil {
-			c.near.fill(t, r)
+			c.near.fill(tickets[i], r)
 		}
 	}
 	return items, nil

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
+	"math/bits"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +26,9 @@ type NearCacheConfig struct {
 	// MaxEntries bounds the values held. If zero, it defaults to 10,000.
 	MaxEntries int
 	// MaxBytes bounds the bytes held, counting key, value and about 200 bytes of overhead per
-	// entry. If zero, it defaults to 64 MiB.
+	// entry. If zero, it defaults to 64 MiB. Both bounds are split evenly over the near cache's
+	// shards (up to 16, one per 64 entries), so a value larger than MaxBytes divided by the
+	// shards is not kept.
 	MaxBytes int64
 	// TTL is a safety net: a value is dropped this long after it was stored even if no event
 	// evicted it. If zero, it defaults to 10 minutes.
@@ -72,18 +76,19 @@ type NearStats struct {
 	Synced bool
 }
 
-// nearCache is the client's near cache: an lru.Cache fed by the node's Watch stream.
+// nearCache is the client's near cache: lru.Cache shards fed by the node's Watch stream.
 type nearCache struct {
-	l    *lru.Cache
-	api  pb.CacheServiceClient
-	log  *slog.Logger
-	base time.Time // freshness is kept in monotonic nanoseconds since base
+	shards []nearShard // a power of two of them, so that hits on different keys seldom contend
+	seed   maphash.Seed
+	api    pb.CacheServiceClient
+	log    *slog.Logger
+	base   time.Time // freshness is kept in monotonic nanoseconds since base
 
 	synced atomic.Bool
 	gen    atomic.Uint64 // grows whenever the stream breaks or is resynchronized
 	view   atomic.Pointer[nearView]
 
-	hits, misses, fills, rejected   atomic.Uint64
+	misses, old, fills, rejected    atomic.Uint64 // old: held, but below min_version (lru counted a hit)
 	resyncs, breaks, gaps, messages atomic.Uint64
 	starts                          uint64 // streams synchronized; owned by run
 
@@ -92,6 +97,10 @@ type nearCache struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// nearShard is one lock's worth of the near cache. Its lru.Cache counts the hits (under the lock
+// it takes anyway), so a hit writes to no memory another shard's hit reads.
+type nearShard struct{ l *lru.Cache }
 
 // nearView is what one stream said about the node: its bound and each partition's freshness.
 type nearView struct {
@@ -115,20 +124,34 @@ func newNearCache(cfg NearCacheConfig, api pb.CacheServiceClient, applied func(u
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	l, err := lru.New(lru.Config{MaxEntries: cfg.MaxEntries, MaxBytes: cfg.MaxBytes, TTL: cfg.TTL})
-	if err != nil {
-		return nil, fmt.Errorf("client: near cache: %w", err)
+	if cfg.MaxEntries < 0 || cfg.MaxBytes < 0 || cfg.TTL < 0 {
+		return nil, errors.New("client: near cache: MaxEntries, MaxBytes and TTL must not be negative")
 	}
-	nc := &nearCache{l: l, api: api, log: cfg.Logger.With("component", "cachewire near cache"), base: time.Now().Add(-nearEpoch), done: make(chan struct{}), applied: applied}
-	var ctx context.Context
-	ctx, nc.cancel = context.WithCancel(context.Background())
-	go nc.run(ctx)
+	n := 1 << (bits.Len(uint(min(max(cfg.MaxEntries/64, 1), 16))) - 1) // a power of two, 1 to 16
+	shards := make([]nearShard, n)
+	for i := range shards {
+		l, err := lru.New(lru.Config{MaxEntries: (cfg.MaxEntries + n - 1) / n, MaxBytes: (cfg.MaxBytes + int64(n) - 1) / int64(n), TTL: cfg.TTL})
+		if err != nil {
+			return nil, fmt.Errorf("client: near cache: %w", err)
+		}
+		shards[i].l = l
+	}
+	nc := &nearCache{shards: shards, seed: maphash.MakeSeed(), api: api, log: cfg.Logger.With("component", "cachewire near cache"), base: time.Now().Add(-nearEpoch), done: make(chan struct{}), applied: applied}
 	return nc, nil
 }
 
+// open starts the goroutine that keeps the Watch stream open; close stops it and waits.
+func (nc *nearCache) open() {
+	var ctx context.Context
+	ctx, nc.cancel = context.WithCancel(context.Background())
+	go nc.run(ctx)
+}
+
 func (nc *nearCache) close() {
-	nc.cancel()
-	<-nc.done
+	if nc.cancel != nil {
+		nc.cancel()
+		<-nc.done
+	}
 }
 
 // nearEpoch sets base this far in the past, so that a caught-up time from before the near cache
@@ -136,6 +159,16 @@ func (nc *nearCache) close() {
 const nearEpoch = 365 * 24 * time.Hour
 
 func (nc *nearCache) now() int64 { return int64(time.Since(nc.base)) }
+
+func (nc *nearCache) shard(key string) *nearShard {
+	return &nc.shards[maphash.String(nc.seed, key)&uint64(len(nc.shards)-1)]
+}
+
+func (nc *nearCache) flush() {
+	for i := range nc.shards {
+		nc.shards[i].l.Flush()
+	}
+}
 
 // freshAsOf returns when the key's partitions were last caught up (as nanoseconds since base),
 // or 0 when one never was: the oldest over the node's topics.
@@ -173,16 +206,20 @@ func (nc *nearCache) get(key string, minVersion uint64) (Item, bool) {
 		return Item{}, false
 	}
 	fresh := v.freshAsOf(key)
-	if fresh == 0 || nc.now()-fresh > v.maxStale {
+	t := time.Now() // the one clock read of a hit
+	if fresh == 0 || int64(t.Sub(nc.base))-fresh > v.maxStale {
 		nc.misses.Add(1)
 		return Item{}, false
 	}
-	it, ok := nc.l.Get(key)
+	sh := nc.shard(key)
+	it, ok := sh.l.GetSampled(key, t)
 	if !ok || it.Version < minVersion {
+		if ok {
+			nc.old.Add(1)
+		}
 		nc.misses.Add(1)
 		return Item{}, false
 	}
-	nc.hits.Add(1)
 	return Item{Key: key, Value: it.Value, Version: it.Version, Found: !it.Missing, Tier: TierNear,
 		FreshAsOf: nc.base.Add(time.Duration(fresh))}, true
 }
@@ -195,12 +232,12 @@ type fillTicket struct {
 	ok  bool
 }
 
-func (nc *nearCache) begin() fillTicket {
+func (nc *nearCache) begin(key string) fillTicket {
 	gen := nc.gen.Load()
 	if !nc.synced.Load() {
 		return fillTicket{}
 	}
-	return fillTicket{tok: nc.l.BeginFill(), gen: gen, ok: true}
+	return fillTicket{tok: nc.shard(key).l.BeginFill(), gen: gen, ok: true}
 }
 
 // fill stores the node's answer r, read under t, under L1's rules: not a stale answer, not a
@@ -215,14 +252,15 @@ func (nc *nearCache) fill(t fillTicket, r *pb.GetResponse) {
 		return
 	}
 	var ok bool
+	l := nc.shard(r.GetKey()).l
 	if r.GetFound() {
 		value := r.GetValue()
 		if value == nil {
 			value = []byte{}
 		}
-		ok = nc.l.Fill(r.GetKey(), r.GetVersion(), value, t.tok)
+		ok = l.Fill(r.GetKey(), r.GetVersion(), value, t.tok)
 	} else {
-		ok = nc.l.FillMissing(r.GetKey(), r.GetVersion(), t.tok)
+		ok = l.FillMissing(r.GetKey(), r.GetVersion(), t.tok)
 	}
 	if ok {
 		nc.fills.Add(1)
@@ -233,13 +271,25 @@ func (nc *nearCache) fill(t fillTicket, r *pb.GetResponse) {
 
 // apply applies an event this client published through the node (Invalidate, Evict), so that
 // its own next read sees it before the stream brings it.
-func (nc *nearCache) apply(e invalidation.Event) { nc.l.Apply(&e, invalidation.RefreshHeld) }
+func (nc *nearCache) apply(e invalidation.Event) {
+	nc.shard(e.Key).l.Apply(&e, invalidation.RefreshHeld)
+}
 
 func (nc *nearCache) stats() NearStats {
-	ls := nc.l.Stats()
-	return NearStats{Hits: nc.hits.Load(), Misses: nc.misses.Load(), Fills: nc.fills.Load(), StaleFillsRejected: nc.rejected.Load(),
-		Evictions: ls.Evictions, Resyncs: nc.resyncs.Load(), Breaks: nc.breaks.Load(), Gaps: nc.gaps.Load(),
-		Messages: nc.messages.Load(), Entries: ls.Entries, Bytes: ls.Bytes, Synced: nc.synced.Load()}
+	st := NearStats{Misses: nc.misses.Load(), Fills: nc.fills.Load(), StaleFillsRejected: nc.rejected.Load(),
+		Evictions: map[string]uint64{}, Resyncs: nc.resyncs.Load(), Breaks: nc.breaks.Load(), Gaps: nc.gaps.Load(),
+		Messages: nc.messages.Load(), Synced: nc.synced.Load()}
+	for i := range nc.shards {
+		ls := nc.shards[i].l.Stats()
+		st.Hits += ls.Hits
+		st.Entries += ls.Entries
+		st.Bytes += ls.Bytes
+		for why, n := range ls.Evictions {
+			st.Evictions[why] += n
+		}
+	}
+	st.Hits -= min(nc.old.Load(), st.Hits) // lru counted them as hits; they went to the node
+	return st
 }
 
 // unsync stops answering in process until the next stream is synchronized.
@@ -312,7 +362,7 @@ func (nc *nearCache) watch(ctx context.Context) (synced bool, err error) {
 		case *pb.WatchResponse_Reset_:
 			nc.log.Warn("the node flushed L1 after a gap in its event stream; flushing the near cache", "topic", b.Reset_.GetTopic(),
 				"partition", b.Reset_.GetPartition(), "reason", b.Reset_.GetReason())
-			nc.l.Flush()
+			nc.flush()
 			nc.gen.Add(1)
 		default:
 			err = fmt.Errorf("client: near cache: message %d of the Watch stream has no body this client knows", last)
@@ -342,7 +392,7 @@ func (nc *nearCache) start(s *pb.WatchStart, at int64) error {
 	if v.maxStale <= 0 {
 		return errors.New("client: near cache: the node's max_staleness is not positive")
 	}
-	nc.l.Flush()
+	nc.flush()
 	nc.gen.Add(1)
 	if err := nc.heartbeat(v, s.GetNow().AsTime(), s.GetPositions(), at); err != nil {
 		return err
@@ -391,6 +441,8 @@ func (nc *nearCache) events(buf []invalidation.Event, we *pb.WatchEvents) ([]inv
 		}
 		buf = append(buf, ev)
 	}
-	nc.l.ApplyBatch(buf, invalidation.RefreshHeld)
+	for i := range buf {
+		nc.shard(buf[i].Key).l.Apply(&buf[i], invalidation.RefreshHeld)
+	}
 	return buf, nil
 }

@@ -527,3 +527,37 @@ func randomSchedule(t *testing.T, seed uint64) {
 		finish(p)
 	}
 }
+
+// BenchmarkNearCacheHit measures the hit path alone, from parallel goroutines (-cpu).
+func BenchmarkNearCacheHit(b *testing.B) {
+	nc, err := newNearCache(NearCacheConfig{Logger: slog.New(slog.DiscardHandler)}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Never opened: no stream; the benchmark sets the view.
+	v := &nearView{maxStale: int64(time.Hour), topics: []nearTopic{{fresh: make([]atomic.Int64, 3)}}}
+	for i := range v.topics[0].fresh {
+		v.topics[0].fresh[i].Store(nc.now())
+	}
+	nc.view.Store(v)
+	nc.synced.Store(true)
+	keys := make([]string, 1000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k:%d", i)
+		l := nc.shard(keys[i]).l
+		l.Fill(keys[i], 1, make([]byte, 100), l.BeginFill())
+	}
+	c := &Cache{near: nc}
+	ctx := context.Background()
+	b.ReportAllocs()
+	var worker atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(worker.Add(1)) * 7919 // workers read different keys at any moment
+		for pb.Next() {
+			if it, _ := c.Get(ctx, keys[i%len(keys)]); it.Tier != TierNear {
+				panic("miss")
+			}
+			i++
+		}
+	})
+}

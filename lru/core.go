@@ -84,7 +84,9 @@ type core struct {
 	why reason // why the LRU callback is running
 
 	hits, misses, fills, staleFills, tooLarge, youngDrops, tombsExpired uint64
+	reads                                                               uint64 // sampled reads, for touchEvery
 	evictions                                                           [len(reasons)]uint64
+	_                                                                   [64]byte // the counters above share no cache line with another core
 }
 
 func newCore(cfg Config) *core {
@@ -202,13 +204,32 @@ func (c *core) removeTomb(key string) {
 }
 
 // get returns the value entry for key when it is present and not expired.
-func (c *core) get(key string) (entry, bool) {
-	e, ok := c.values.Get(key)
+func (c *core) get(key string) (entry, bool) { return c.getAt(key, c.now(), false) }
+
+// touchEvery is how often a sampled read (getAt with sampled) marks its key recently used.
+const touchEvery = 8
+
+// getAt is get at now (nanoseconds since base). With sampled, only one read in touchEvery marks
+// the key recently used: a hot key still does, often, and the other reads write nothing to the
+// recency list, whose cache lines concurrent readers would otherwise pass back and forth.
+func (c *core) getAt(key string, now int64, sampled bool) (entry, bool) {
+	var e entry
+	var ok bool
+	if sampled {
+		c.reads++
+		if c.reads%touchEvery == 0 {
+			e, ok = c.values.Get(key)
+		} else {
+			e, ok = c.values.Peek(key)
+		}
+	} else {
+		e, ok = c.values.Get(key)
+	}
 	if !ok {
 		c.misses++
 		return entry{}, false
 	}
-	if c.now() >= e.expires {
+	if now >= e.expires {
 		c.removeValue(key, rExpired)
 		c.misses++
 		return entry{}, false

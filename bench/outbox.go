@@ -166,7 +166,7 @@ func (r *runner) commitToFresh(ctx context.Context, dsn string, db *sql.DB) erro
 	}
 	// The writer's Put returns once it committed (NoWait: before its relay publishes), which is
 	// where the outbox's rounds start too: at the commit.
-	writerLat, err := r.propagateRounds(ctx, c, rounds, client.NoWait())
+	writerLat, err := r.propagateRounds(ctx, c, rounds, false, client.NoWait())
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -13,7 +14,9 @@ import (
 )
 
 // read: L1 hits through a node over gRPC, against go-redis GET of the same values from the same
-// Redis, at concurrency 1 and 16; and BatchGet of 16 keys against MGET.
+// Redis, rueidis DoCache hits of them (client-side caching; skipped when the Redis cannot track,
+// as miniredis cannot) and a bare grpc-go unary echo (the transport floor), at concurrency 1 and
+// 16; and BatchGet of 16 keys against MGET.
 func (r *runner) read(ctx context.Context) error {
 	c, err := r.cluster(ctx, 1, 3)
 	if err != nil {
@@ -32,14 +35,32 @@ func (r *runner) read(ctx context.Context) error {
 	rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr, PoolSize: 64, TLSConfig: r.cfg.RedisTLS})
 	defer rdb.Close()
 	anchorKey := func(i int) string { return r.prefix + ":anchor:" + strconv.Itoa(i) }
+	anchorKeys := make([]string, keys)
 	for i := range keys {
 		if _, err := cache.Set(ctx, "k:"+strconv.Itoa(i), value, 1); err != nil {
 			return err
 		}
-		if err := rdb.Set(ctx, anchorKey(i), value, time.Hour).Err(); err != nil {
+		anchorKeys[i] = anchorKey(i)
+		if err := rdb.Set(ctx, anchorKeys[i], value, time.Hour).Err(); err != nil {
 			return err
 		}
 	}
+	// The floor is plaintext like the node, which the bench runs without TLS.
+	echo, err := startEcho(value)
+	if err != nil {
+		return err
+	}
+	defer echo.Close()
+	rueidisOK := true
+	cacheKeys := make([]string, keys)
+	for i := range cacheKeys {
+		cacheKeys[i] = "k:" + strconv.Itoa(i)
+	}
+	near, err := r.nearClient(ctx, c.NodeAddrs[0], cacheKeys)
+	if err != nil {
+		return err
+	}
+	defer near.Close()
 	d := r.cfg.Duration
 	for _, conc := range []int{1, 16} {
 		n, lat, err := drive(ctx, conc, d, func(rng *rand.Rand) error {
@@ -76,7 +97,52 @@ func (r *runner) read(ctx context.Context) error {
 			}
 			r.rep.add(row)
 		}
+		var rd *measured
+		if rueidisOK {
+			a, err := rueidisHits(ctx, c.RedisAddr, r.cfg.RedisTLS, anchorKeys, conc, d)
+			switch {
+			case errors.Is(err, errNoClientCache):
+				r.progress("  rueidis DoCache: skipped: %v", err)
+				rueidisOK = false
+			case err != nil:
+				return err
+			default:
+				r.progress("  %s: rueidis DoCache hit %.0f ops/s %v", caseName, a.ops, a.lat)
+				r.addRueidisRows(caseName, tput, s, a)
+				rd = &a
+			}
+		}
+		nh, err := nearHits(ctx, near, cacheKeys, conc, d)
+		if err != nil {
+			return err
+		}
+		r.progress("  %s: near-cache hit %.0f ops/s %v", caseName, nh.ops, nh.lat)
+		r.addNearRows(conc, nh, atput, as, rd, measured{ops: tput, lat: s})
+		e, err := echo.calls(ctx, anchorKeys, conc, d)
+		if err != nil {
+			return err
+		}
+		r.progress("  %s: grpc-go unary echo %.0f ops/s %v", caseName, e.ops, e.lat)
+		r.addEchoRows(caseName, conc, tput, s, e)
 	}
+	// Allocations per near-cache hit, beside rueidis's per DoCache hit when it ran.
+	nearAllocs := allocsPerOp(100_000, func(i int) { _, _ = near.Get(ctx, cacheKeys[i%keys]) })
+	row := Row{Scenario: "cached read", Case: "near-cache hit", Metric: "allocations per hit", Unit: "allocs",
+		Cachewire: nearAllocs, Goal: "0 (whole process counted)", Met: met(nearAllocs < 0.01)}
+	if rueidisOK {
+		if rc, err := rueidisClient(c.RedisAddr, r.cfg.RedisTLS); err == nil {
+			ttl := d + time.Minute
+			for _, k := range anchorKeys {
+				rc.DoCache(ctx, rc.B().Get().Key(k).Cache(), ttl)
+			}
+			row.Anchor, row.AnchorVal = "rueidis DoCache hit", allocsPerOp(100_000, func(i int) {
+				rc.DoCache(ctx, rc.B().Get().Key(anchorKeys[i%keys]).Cache(), ttl)
+			})
+			rc.Close()
+		}
+	}
+	r.progress("  near-cache hit: %.3f allocations per hit (%s %.3f)", nearAllocs, row.Anchor, row.AnchorVal)
+	r.rep.add(row)
 	// BatchGet of 16 keys against MGET of 16.
 	batch := func(rng *rand.Rand, f func(int) string) []string {
 		ks := make([]string, 16)

@@ -45,6 +45,8 @@ type Result struct {
 	// nodes made during the workload (set by Run; Check alone leaves it 0). Fewer loads than
 	// origin answers means concurrent misses shared loads.
 	OriginGets, OriginLoads int
+	// NearGets counts the Gets a near cache answered in process (tier NEAR).
+	NearGets int
 	// Errors samples the errors of failed operations (at most 10).
 	Errors []string
 	// Staleness is, per acked write and node, the time from the ack until the first Get through
@@ -63,10 +65,10 @@ func (r *Result) OK() bool {
 func (r *Result) Summary() string {
 	return fmt.Sprintf("%d ops (%d puts, %d gets, %d failed), %d faults: %d min_version violations, %d stale reads "+
 		"(%d flagged stale), %d non-monotonic (session %d, node %d), %d lost writes, %d not converged, max staleness %v, "+
-		"%d gets answered by the origin from %d origin loads",
+		"%d gets answered by the origin from %d origin loads, %d by near caches",
 		r.Ops, r.Puts, r.Gets, r.Failed, r.Faults, len(r.MinVersionViolations), len(r.StaleReads), r.FlaggedStale,
 		len(r.NonMonotonicSession)+len(r.NonMonotonicNode), len(r.NonMonotonicSession), len(r.NonMonotonicNode),
-		len(r.LostWrites), len(r.NotConverged), r.MaxStaleness, r.OriginGets, r.OriginLoads)
+		len(r.LostWrites), len(r.NotConverged), r.MaxStaleness, r.OriginGets, r.OriginLoads, r.NearGets)
 }
 
 // Check analyses a history. bound is the staleness a node may show while healthy (its
@@ -107,6 +109,9 @@ func Check(ops []Op, faults []Fault, bound time.Duration, finals []Final) *Resul
 	for _, g := range gets {
 		if g.Stale {
 			r.FlaggedStale++
+		}
+		if g.Tier == string(client.TierNear) {
+			r.NearGets++
 		}
 		if g.Tier == string(client.TierOrigin) {
 			r.OriginGets++

@@ -169,6 +169,7 @@ type Cluster struct {
 	slow  *slowOrigin          // every node's loader goes through it
 	cuts  []*fault.Cutter      // node i's network to Kafka
 	cache []*client.Cache      // a client per node, stable across restarts
+	near  []*client.Cache      // a client with a near cache per node, stable across restarts
 	wconn *client.Writer       // a client of the writer, stable across restarts
 
 	pauseMu     sync.Mutex
@@ -238,12 +239,18 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 	if c.wconn, err = client.NewWriter(c.emb.WriterAddr, opts...); err != nil {
 		return c, err
 	}
+	nearOpts := append(append([]client.Option(nil), opts...), client.WithNearCache(client.NearCacheConfig{MaxEntries: 10_000, Logger: c.log}))
 	for _, addr := range c.emb.NodeAddrs {
 		cc, err := client.NewCache(addr, opts...)
 		if err != nil {
 			return c, err
 		}
 		c.cache = append(c.cache, cc)
+		nc, err := client.NewCache(addr, nearOpts...)
+		if err != nil {
+			return c, err
+		}
+		c.near = append(c.near, nc)
 	}
 	return c, nil
 }
@@ -253,6 +260,10 @@ func (c *Cluster) Writer() *client.Writer { return c.wconn }
 
 // Caches returns a client per node, stable across restarts.
 func (c *Cluster) Caches() []*client.Cache { return c.cache }
+
+// NearCaches returns a client with a near cache per node (Watch), stable across restarts: each
+// resubscribes when its node comes back.
+func (c *Cluster) NearCaches() []*client.Cache { return c.near }
 
 // SetOriginDelay sets the bound of the random delay before each origin load (0: none).
 func (c *Cluster) SetOriginDelay(d time.Duration) { c.slow.bound.Store(int64(d)) }
@@ -443,7 +454,7 @@ func (c *Cluster) AddGroupMember(ctx context.Context) (func(), error) {
 
 // Close stops everything at once: the nodes and the writer as crashes, then Kafka and Redis.
 func (c *Cluster) Close() {
-	for _, cc := range c.cache {
+	for _, cc := range append(c.cache, c.near...) {
 		cc.Close()
 	}
 	if c.wconn != nil {

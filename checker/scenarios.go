@@ -46,6 +46,10 @@ type Options struct {
 	// OriginDelay slows the origin: each load waits a random time up to it. If zero, loads are
 	// not delayed (the cold-key scenarios then use 30 ms).
 	OriginDelay time.Duration
+	// NoNearCaches makes every session read through the nodes. By default, half of them read
+	// through near caches in the application (client.WithNearCache, one per node), each checked
+	// as a reader of its own.
+	NoNearCaches bool
 	// Seed seeds every random choice of the run: the workload's keys, operations and nodes, the
 	// origin's delays, and the combined faults' order, delays and outage lengths. If zero, one is
 	// taken from the clock; Outcome.Seed says which, so a run can be replayed with it (the
@@ -340,6 +344,9 @@ func Run(ctx context.Context, env Env, sc Scenario, o Options) Outcome {
 	defer cancel()
 	done := make(chan struct{})
 	out.Started = time.Now()
+	if !o.NoNearCaches {
+		o.Workload.Near = c.NearCaches
+	}
 	go func() {
 		defer close(done)
 		o.Workload.Run(wctx, h, c.Writer(), c.Caches)
@@ -379,6 +386,9 @@ func Run(ctx context.Context, env Env, sc Scenario, o Options) Outcome {
 	// A healthy node may lag by its max_staleness plus the time to fetch and apply.
 	out.Result = Check(ops, faults, o.MaxStaleness+500*time.Millisecond, finals)
 	out.Result.OriginLoads = int(loads)
+	if !o.NoNearCaches && o.Workload.Herd == 0 && out.Result.NearGets == 0 { // a herd reads mostly cold keys
+		out.Err = errors.New("the near caches answered no Get in process: their sessions only tested the nodes")
+	}
 	if sc.Exercised != nil {
 		if err := sc.Exercised(out.Result); err != nil {
 			out.Err = fmt.Errorf("the scenario did not happen: %w", err)

@@ -47,6 +47,12 @@ type Workload struct {
 	// Seed seeds the sessions' choices (keys, operations, nodes). If zero, one is taken from the
 	// clock. The same seed makes the same choices; the interleaving still depends on timing.
 	Seed uint64
+	// Near, when set, returns clients with a near cache, one per node in the order of Run's
+	// nodes: every other session (the odd-numbered ones) reads through them. A near cache is
+	// recorded as a node of its own, number len(nodes)+n for node n's, so that monotonic reads
+	// are checked per near cache (per application process), as per node. If nil, every session
+	// reads through the nodes.
+	Near func() []*client.Cache
 }
 
 func (w *Workload) defaults() {
@@ -106,16 +112,25 @@ func (w Workload) Run(ctx context.Context, h *History, writer Putter, nodes func
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(w.Seed, uint64(s)+1))
-			cs := nodes()
+			readers := nodes
+			near := w.Near != nil && s%2 == 1
+			if near {
+				readers = w.Near
+			}
+			cs := readers()
 			sess := client.NewSession(cs[0], nil) // writes go through writer, and the session Observes them
 			for i := 0; i < w.MaxOps && ctx.Err() == nil; i++ {
 				key := w.key(rng, time.Since(start))
 				if rng.Float64() < w.PutRatio {
 					w.put(ctx, h, writer, sess, s, key, rng)
 				} else {
-					cs = nodes()
+					cs = readers()
 					n := rng.IntN(len(cs))
-					w.get(ctx, h, sess.Via(cs[n]), cs[n], s, n, key, rng.Float64() < w.MinVersionRatio)
+					id := n
+					if near {
+						id = len(cs) + n // a near cache is a reader of its own
+					}
+					w.get(ctx, h, sess.Via(cs[n]), cs[n], s, id, key, rng.Float64() < w.MinVersionRatio)
 				}
 				select {
 				case <-ctx.Done():

@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&o.Workload.Sessions, "sessions", 6, "concurrent client sessions")
 	fs.IntVar(&o.Workload.Keys, "keys", 8, "keys written and read (the cold-key scenarios use at least 2000)")
 	fs.DurationVar(&o.OriginDelay, "origin-delay", 0, "each origin load waits a random time up to this (default: none; 30ms in the cold-key scenarios)")
+	fs.BoolVar(&o.NoNearCaches, "no-near-caches", false, "read only through the nodes (by default half of the sessions read through near caches in the application)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "seed of every random choice (workload, origin delays, combined faults' order and timing); 0 picks one and prints it")
 	fs.Var(&only, "scenarios", "comma-separated scenario names to run (default: all)")
 	fs.Var(&brokers, "kafka-brokers", "a real Kafka (default: in-process)")

@@ -193,11 +193,19 @@ func (c *Cache) batchGet(ctx context.Context, reqs []*pb.GetRequest) ([]Item, er
 // store it in the node's tiers. It reports false when the node has already seen a newer version
 // (the value was stale and was not stored). Set is idempotent and retried on Unavailable.
 func (c *Cache) Set(ctx context.Context, key string, value []byte, version uint64) (bool, error) {
+	var t fillTicket
+	if c.near != nil {
+		t = c.near.begin(key)
+	}
 	var resp *pb.SetResponse
 	err := c.c.call(ctx, "Set", true, func(ctx context.Context) (err error) {
 		resp, err = c.api.Set(ctx, &pb.SetRequest{Key: key, Value: value, Version: version})
 		return err
 	})
+	if err == nil && resp.GetAccepted() && c.near != nil {
+		// The node holds it now: so may this client's near cache, under the same rules.
+		c.near.fill(t, &pb.GetResponse{Key: key, Value: value, Version: version, Found: true, Tier: pb.Tier_TIER_L1, Freshness: &pb.Freshness{}})
+	}
 	return resp.GetAccepted(), err
 }
 

@@ -7,9 +7,13 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"math"
 	"math/bits"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/cachewire/cachewire/internal/retry"
 	"github.com/cachewire/cachewire/invalidation"
@@ -107,6 +111,13 @@ type nearView struct {
 	maxStale int64 // nanoseconds
 	topics   []nearTopic
 	index    map[string]int
+	// offset turns the node's monotonic clock (uptime) into this client's (nanoseconds since
+	// base): the least, over the stream's messages, of arrival here minus uptime, which is the
+	// true offset plus the quickest message's transit. A message that waited on its way gives a
+	// larger one, and does not count. Zero until a message carried uptime; only the stream's
+	// goroutine reads and writes it.
+	offset    int64
+	hasOffset bool
 }
 
 type nearTopic struct {
@@ -244,8 +255,8 @@ func (nc *nearCache) begin(key string) fillTicket {
 // cache-aside miss, not older than a version the near cache has seen, and not when the stream
 // broke or was resynchronized since t.
 func (nc *nearCache) fill(t fillTicket, r *pb.GetResponse) {
-	if !t.ok || r.GetFreshness().GetStale() || (!r.GetFound() && r.GetTier() == pb.Tier_TIER_UNSPECIFIED) {
-		return
+	if !t.ok || r.GetFreshness().GetStale() || r.GetVersionless() || (!r.GetFound() && r.GetTier() == pb.Tier_TIER_UNSPECIFIED) {
+		return // the node could not vouch for it; an origin without versions; not cached
 	}
 	if nc.gen.Load() != t.gen || !nc.synced.Load() {
 		nc.rejected.Add(1)
@@ -328,7 +339,9 @@ func (nc *nearCache) run(ctx context.Context) {
 func (nc *nearCache) watch(ctx context.Context) (synced bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := nc.api.Watch(ctx, &pb.WatchRequest{})
+	// One message holds at most about 1 MiB of values, or one event: as large as the node's
+	// --max-value-bytes allows.
+	stream, err := nc.api.Watch(ctx, &pb.WatchRequest{}, grpc.MaxCallRecvMsgSize(math.MaxInt32))
 	if err != nil {
 		return false, err
 	}
@@ -356,7 +369,7 @@ func (nc *nearCache) watch(ctx context.Context) (synced bool, err error) {
 			err = nc.start(b.Start, at)
 			synced = err == nil
 		case *pb.WatchResponse_Heartbeat:
-			err = nc.heartbeat(nc.view.Load(), b.Heartbeat.GetNow().AsTime(), b.Heartbeat.GetPositions(), at)
+			err = nc.heartbeat(nc.view.Load(), b.Heartbeat.GetNow().AsTime(), b.Heartbeat.GetUptime(), b.Heartbeat.GetPositions(), at)
 		case *pb.WatchResponse_Events:
 			events, err = nc.events(events[:0], b.Events)
 		case *pb.WatchResponse_Reset_:
@@ -394,7 +407,7 @@ func (nc *nearCache) start(s *pb.WatchStart, at int64) error {
 	}
 	nc.flush()
 	nc.gen.Add(1)
-	if err := nc.heartbeat(v, s.GetNow().AsTime(), s.GetPositions(), at); err != nil {
+	if err := nc.heartbeat(v, s.GetNow().AsTime(), s.GetUptime(), s.GetPositions(), at); err != nil {
 		return err
 	}
 	nc.view.Store(v)
@@ -406,10 +419,18 @@ func (nc *nearCache) start(s *pb.WatchStart, at int64) error {
 	return nil
 }
 
-// heartbeat records each partition's freshness. The node's caught_up_at is read against the
-// node's own clock (now), and the age it gives is counted back from when the message arrived
-// here (at), so the two clocks need not agree.
-func (nc *nearCache) heartbeat(v *nearView, now time.Time, positions []*pb.WatchPosition, at int64) error {
+// heartbeat records each partition's freshness. A node sends its monotonic clock (uptime) and
+// each partition's age on it (caught_up_age): the partition was caught up at uptime - age on the
+// node's clock, which the offset turns into this client's, so that neither a step of either wall
+// clock, nor skew, nor a message that waited on its way (in the node's queue, in flow control)
+// makes it look fresher than it is. From a node that sends no uptime, the age (caught_up_age, or
+// now - caught_up_at on the node's wall clock) is counted back from the message's arrival (at).
+func (nc *nearCache) heartbeat(v *nearView, now time.Time, uptime *durationpb.Duration, positions []*pb.WatchPosition, at int64) error {
+	if uptime != nil {
+		if off := at - int64(uptime.AsDuration()); !v.hasOffset || off < v.offset {
+			v.offset, v.hasOffset = off, true
+		}
+	}
 	for _, p := range positions {
 		i, ok := v.index[p.GetTopic()]
 		if !ok {
@@ -423,8 +444,16 @@ func (nc *nearCache) heartbeat(v *nearView, now time.Time, positions []*pb.Watch
 		if p.GetCaughtUpAt() == nil {
 			continue
 		}
-		age := max(now.Sub(p.GetCaughtUpAt().AsTime()), 0)
-		fresh := max(at-int64(age), 1)
+		age := now.Sub(p.GetCaughtUpAt().AsTime())
+		if p.GetCaughtUpAge() != nil {
+			age = p.GetCaughtUpAge().AsDuration()
+		}
+		age = max(age, 0)
+		fresh := at - int64(age)
+		if uptime != nil && p.GetCaughtUpAge() != nil {
+			fresh = min(fresh, int64(uptime.AsDuration()-age)+v.offset)
+		}
+		fresh = max(fresh, 1)
 		if f := &t.fresh[p.GetPartition()]; fresh > f.Load() {
 			f.Store(fresh) // only this goroutine stores
 		}

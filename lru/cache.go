@@ -87,6 +87,9 @@ type Item struct {
 	// Missing is true for a cached "not found" from the origin (Value is nil; Version is the
 	// deletion's version, or 0 for a key never written).
 	Missing bool
+	// Leased is true for an answer from a versionless origin, stored under a lease at the
+	// version the tier knew (FillLeased, FillVersionless).
+	Leased bool
 }
 
 // FillToken is taken before a load begins (BeginFill) and handed to Fill, which rejects the fill
@@ -150,7 +153,7 @@ func (c *Cache) Get(key string) (Item, bool) {
 	if !ok {
 		return Item{}, false
 	}
-	return Item{Value: e.value, Version: e.version, Missing: e.negative}, true
+	return Item{Value: e.value, Version: e.version, Missing: e.negative, Leased: e.leased}, true
 }
 
 // GetSampled is Get for a hot path read by many goroutines: now is the current time, read from
@@ -164,7 +167,7 @@ func (c *Cache) GetSampled(key string, now time.Time) (Item, bool) {
 	if !ok {
 		return Item{}, false
 	}
-	return Item{Value: e.value, Version: e.version, Missing: e.negative}, true
+	return Item{Value: e.value, Version: e.version, Missing: e.negative, Leased: e.leased}, true
 }
 
 // State reports the highest version the tier has seen for key, from a value or a tombstone.

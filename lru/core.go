@@ -84,7 +84,6 @@ type core struct {
 	why reason // why the LRU callback is running
 
 	hits, misses, fills, staleFills, tooLarge, youngDrops, tombsExpired uint64
-	reads                                                               uint64 // sampled reads, for touchEvery
 	evictions                                                           [len(reasons)]uint64
 	_                                                                   [64]byte // the counters above share no cache line with another core
 }
@@ -216,8 +215,9 @@ func (c *core) getAt(key string, now int64, sampled bool) (entry, bool) {
 	var e entry
 	var ok bool
 	if sampled {
-		c.reads++
-		if c.reads%touchEvery == 0 {
+		// A random one in touchEvery, not a counter: reads that cycle through a few keys would
+		// make a counter touch the same key every time.
+		if rand.Uint32()%touchEvery == 0 {
 			e, ok = c.values.Get(key)
 		} else {
 			e, ok = c.values.Peek(key)

@@ -42,6 +42,7 @@ type Node struct {
 	flight *flight
 	sem    chan struct{}
 
+	born    time.Time // when New ran: Watch's monotonic clock (uptime) counts from it
 	ready   atomic.Bool
 	readyCh chan struct{} // closed once ready is set
 	started atomic.Bool
@@ -87,6 +88,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{},
 		watch: newWatchHub()}
+	n.born = time.Now()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.freshAt, n.l2Trusted = n.freshAsOf, n.l2Fresh
 	n.srv.Configure(cfg.GRPCAddr)

@@ -36,6 +36,8 @@ type loaded struct {
 	// leasedL2: read from Redis, where a versionless answer was stored under a lease; fromL2
 	// filled it into L1 as such.
 	leasedL2 bool
+	// leasedL1: an L1 hit on a versionless answer held under a lease.
+	leasedL1 bool
 }
 
 // freshAsOf returns when the node was last caught up with the log end of every partition that
@@ -163,8 +165,8 @@ func (n *Node) keep(key string, r loaded) bool {
 	var ok bool
 	if r.tier == pb.Tier_TIER_L1 {
 		ok = n.l1.Admits(key, r.version, r.tok)
-	} else {
-		ok = n.l1.Keep(key, r.version, r.value, !r.found, r.tok)
+	} else if ok = n.l1.Keep(key, r.version, r.value, !r.found, r.tok); ok {
+		n.watchLearned(key, r.version) // near caches drop anything older, as L1 now refuses it
 	}
 	if ok && r.tier == pb.Tier_TIER_ORIGIN && !r.inL2 && n.l2 != nil {
 		n.gaps.add(key, r.version)
@@ -198,7 +200,7 @@ func (n *Node) peekL1(key string, minVersion uint64, asOf time.Time) (loaded, bo
 	if !ok || it.Version < minVersion {
 		return loaded{}, false
 	}
-	return loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, freshAsOf: asOf}, true
+	return loaded{value: it.Value, version: it.Version, found: !it.Missing, tier: pb.Tier_TIER_L1, freshAsOf: asOf, leasedL1: it.Leased}, true
 }
 
 // stale answers from whatever tier holds key, marked stale: the newer of L1 and L2; found=false
@@ -315,6 +317,9 @@ func (n *Node) fromL2(ctx context.Context, key string, minVersion uint64, asOf t
 		n.m.staleFillL1.Inc()
 		n.m.l2Miss.Inc()
 		return loaded{}, false
+	}
+	if !e.Leased {
+		n.watchLearned(key, e.Version)
 	}
 	n.m.l2Hit.Inc()
 	return loaded{value: e.Value, version: e.Version, found: !e.Missing, tier: pb.Tier_TIER_L2, freshAsOf: asOf, leasedL2: e.Leased, lease: lease}, true

@@ -44,7 +44,7 @@ func (s *service) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse,
 
 func response(key string, r loaded) *pb.GetResponse {
 	resp := &pb.GetResponse{Key: key, Value: r.value, Version: r.version, Found: r.found, Tier: r.tier,
-		Freshness: &pb.Freshness{Stale: r.stale}}
+		Freshness: &pb.Freshness{Stale: r.stale}, Versionless: r.versionless || r.leasedL2 || r.leasedL1}
 	if !r.freshAsOf.IsZero() {
 		resp.Freshness.FreshAsOf = timestamppb.New(r.freshAsOf)
 	}
@@ -103,6 +103,9 @@ func (s *service) Set(ctx context.Context, req *pb.SetRequest) (*pb.SetResponse,
 		l2tok = n.l2.BeginFill(ctx, req.GetKey())
 	}
 	ok, _ := n.fill(ctx, req.GetKey(), req.GetVersion(), value, n.l1.BeginFill(), l2tok)
+	if ok {
+		n.watchLearned(req.GetKey(), req.GetVersion())
+	}
 	return &pb.SetResponse{Accepted: ok}, nil
 }
 
@@ -122,6 +125,7 @@ func (s *service) Invalidate(ctx context.Context, req *pb.InvalidateRequest) (*p
 		return nil, status.Errorf(codes.Unavailable, "cannot publish the invalidation to Kafka; nothing was evicted: %v", err)
 	}
 	n.l1.Apply(&e, n.cfg.Policy)
+	n.watchLocal(e)
 	if n.l2 != nil {
 		_, _ = n.l2.Apply(ctx, &e, n.cfg.Policy)
 	}
@@ -148,6 +152,7 @@ func (s *service) Evict(ctx context.Context, req *pb.EvictRequest) (*pb.EvictRes
 		}
 	}
 	n.l1.Apply(&e, n.cfg.Policy)
+	n.watchLocal(e)
 	return &pb.EvictResponse{}, nil
 }
 

@@ -101,6 +101,10 @@ func (h *watchHub) shutdown() {
 	}
 }
 
+// watchMaxBytes bounds the values in one WatchEvents message (one event may exceed it alone):
+// a fetch of compressed records can decode to more than a client receives in one message.
+const watchMaxBytes = 1 << 20
+
 // watchEvents publishes what L1 just applied from one partition. It runs on the partition's
 // goroutine after L1 applied the events and before the subscriber records its new position, so
 // a heartbeat that reports the position was queued after them.
@@ -108,7 +112,15 @@ func (n *Node) watchEvents(topic string, partition int, events []invalidation.Ev
 	if n.watch.count.Load() == 0 {
 		return
 	}
-	out := make([]*pb.WatchEvent, len(events))
+	var out []*pb.WatchEvent
+	size := 0
+	flush := func() {
+		if len(out) > 0 {
+			n.publishWatch(&pb.WatchResponse{Body: &pb.WatchResponse_Events{Events: &pb.WatchEvents{
+				Topic: topic, Partition: int32(partition), Events: out}}})
+		}
+		out, size = nil, 0
+	}
 	for i := range events {
 		e := &events[i]
 		we := &pb.WatchEvent{Key: e.Key, Version: e.Version, Op: pb.Op(e.Op)}
@@ -118,10 +130,30 @@ func (n *Node) watchEvents(topic string, partition int, events []invalidation.Ev
 				we.Value = []byte{}
 			}
 		}
-		out[i] = we
+		if sz := len(we.Value) + len(we.Key); size+sz > watchMaxBytes && len(out) > 0 {
+			flush()
+		}
+		out = append(out, we)
+		size += len(we.Value) + len(we.Key)
 	}
-	n.publishWatch(&pb.WatchResponse{Body: &pb.WatchResponse_Events{Events: &pb.WatchEvents{
-		Topic: topic, Partition: int32(partition), Events: out}}})
+	flush()
+}
+
+// watchLocal publishes an event this node applied to L1 itself (its own Invalidate and Evict)
+// before its subscriber delivers it: near caches must not hold what L1 just dropped.
+func (n *Node) watchLocal(e invalidation.Event) {
+	parts := n.sub.NumPartitions(n.cfg.InvalidateTopic)
+	n.watchEvents(n.cfg.InvalidateTopic, invalidation.PartitionFor(e.Key, parts), []invalidation.Event{e})
+}
+
+// watchLearned tells near caches that L1 now holds key at version, learned from the origin,
+// Redis or Set rather than from an event (which may come later): they drop anything older, as
+// L1 refuses it, and keep that version or a newer one.
+func (n *Node) watchLearned(key string, version uint64) {
+	if version == 0 || n.watch.count.Load() == 0 {
+		return
+	}
+	n.watchLocal(invalidation.Event{Key: key, Version: version, Op: invalidation.OpInvalidate})
 }
 
 // watchReset tells the watchers that L1 was flushed.
@@ -145,6 +177,7 @@ func (n *Node) positions() []*pb.WatchPosition {
 		out[i] = &pb.WatchPosition{Topic: p.Topic, Partition: int32(p.Partition), Offset: p.Offset}
 		if !p.CaughtUpAt.IsZero() {
 			out[i].CaughtUpAt = timestamppb.New(p.CaughtUpAt)
+			out[i].CaughtUpAge = durationpb.New(max(time.Since(p.CaughtUpAt), 0)) // monotonic
 		}
 	}
 	return out
@@ -156,7 +189,7 @@ func (n *Node) watchStart() *pb.WatchResponse {
 		start.Topics = append(start.Topics, &pb.WatchTopic{Topic: topic, Partitions: int32(n.sub.NumPartitions(topic)),
 			AnyPartition: n.cfg.TopicFormats[topic].Format == invalidation.FormatDebezium})
 	}
-	start.Now = timestamppb.Now()
+	start.Uptime, start.Now = durationpb.New(time.Since(n.born)), timestamppb.Now()
 	start.Positions = n.positions()
 	return &pb.WatchResponse{Body: &pb.WatchResponse_Start{Start: start}}
 }
@@ -175,9 +208,11 @@ func (n *Node) heartbeats() {
 		if n.watch.count.Load() == 0 {
 			continue
 		}
-		now := timestamppb.Now() // before the positions: they are at least that fresh
+		// The clocks before the positions: the ages are read after them, so they can only be
+		// longer than at that moment (the client can only think the node staler).
+		uptime, now := durationpb.New(time.Since(n.born)), timestamppb.Now()
 		n.publishWatch(&pb.WatchResponse{Body: &pb.WatchResponse_Heartbeat{Heartbeat: &pb.WatchHeartbeat{
-			Now: now, Positions: n.positions()}}})
+			Now: now, Uptime: uptime, Positions: n.positions()}}})
 	}
 }
 
@@ -203,6 +238,15 @@ func (s *service) Watch(_ *pb.WatchRequest, stream pb.CacheService_WatchServer) 
 		return err
 	}
 	for {
+		// A cut-off or a shutdown first: after either, nothing more is sent.
+		select {
+		case <-w.cut:
+			n.log.Warn("Watch stream cut off", "client", client, "cause", w.cutCause, "sent", seq)
+			return status.Errorf(codes.ResourceExhausted, "%s (--watch-buffer %d); resubscribe: the near cache resynchronizes", w.cutCause, n.cfg.WatchBuffer)
+		case <-n.watch.stop:
+			return status.Error(codes.Unavailable, "node is shutting down; resubscribe to another node, or to this one once it is back")
+		default:
+		}
 		select {
 		case m := <-w.ch:
 			seq++

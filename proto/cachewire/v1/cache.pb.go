@@ -194,9 +194,13 @@ type GetResponse struct {
 	Value   []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	Version uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	// found is false when the key has no value (never written, deleted, or a cache-aside miss).
-	Found         bool       `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"`
-	Tier          Tier       `protobuf:"varint,5,opt,name=tier,proto3,enum=cachewire.v1.Tier" json:"tier,omitempty"`
-	Freshness     *Freshness `protobuf:"bytes,6,opt,name=freshness,proto3" json:"freshness,omitempty"`
+	Found     bool       `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"`
+	Tier      Tier       `protobuf:"varint,5,opt,name=tier,proto3,enum=cachewire.v1.Tier" json:"tier,omitempty"`
+	Freshness *Freshness `protobuf:"bytes,6,opt,name=freshness,proto3" json:"freshness,omitempty"`
+	// versionless is true when the value came from an origin that returns no versions (held
+	// under a lease at the version the node knew): a later event may carry an older value at a
+	// higher version, so a near cache must not keep it.
+	Versionless   bool `protobuf:"varint,7,opt,name=versionless,proto3" json:"versionless,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,6 +275,13 @@ func (x *GetResponse) GetFreshness() *Freshness {
 		return x.Freshness
 	}
 	return nil
+}
+
+func (x *GetResponse) GetVersionless() bool {
+	if x != nil {
+		return x.Versionless
+	}
+	return false
 }
 
 type BatchGetRequest struct {
@@ -1190,7 +1201,11 @@ type WatchPosition struct {
 	// offset is the next offset the node's L1 subscriber reads.
 	Offset int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	// caught_up_at is when L1 was last caught up with the partition's log end; unset when never.
-	CaughtUpAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=caught_up_at,json=caughtUpAt,proto3" json:"caught_up_at,omitempty"`
+	CaughtUpAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=caught_up_at,json=caughtUpAt,proto3" json:"caught_up_at,omitempty"`
+	// caught_up_age is how long before the message was built that was, on the node's monotonic
+	// clock (the clock of uptime; a step of the node's wall clock does not change it); unset when
+	// never.
+	CaughtUpAge   *durationpb.Duration `protobuf:"bytes,5,opt,name=caught_up_age,json=caughtUpAge,proto3" json:"caught_up_age,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1253,6 +1268,13 @@ func (x *WatchPosition) GetCaughtUpAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *WatchPosition) GetCaughtUpAge() *durationpb.Duration {
+	if x != nil {
+		return x.CaughtUpAge
+	}
+	return nil
+}
+
 // WatchStart opens the stream. Everything the node applied before it was sent is in the node's
 // own tiers (a Get sees it); everything it applies afterwards comes on the stream.
 type WatchStart struct {
@@ -1264,8 +1286,12 @@ type WatchStart struct {
 	Topics       []*WatchTopic        `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
 	// now is the node's clock when the message was built: caught_up_at is read against it, so a
 	// client's clock need not agree with the node's.
-	Now           *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=now,proto3" json:"now,omitempty"`
-	Positions     []*WatchPosition       `protobuf:"bytes,5,rep,name=positions,proto3" json:"positions,omitempty"`
+	Now       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=now,proto3" json:"now,omitempty"`
+	Positions []*WatchPosition       `protobuf:"bytes,5,rep,name=positions,proto3" json:"positions,omitempty"`
+	// uptime is the node's monotonic clock when the message was built (how long the node process
+	// has run): a client learns from the messages' arrival how its clock relates to the node's,
+	// so that neither wall-clock steps nor messages that waited on their way overstate freshness.
+	Uptime        *durationpb.Duration `protobuf:"bytes,6,opt,name=uptime,proto3" json:"uptime,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1331,6 +1357,13 @@ func (x *WatchStart) GetNow() *timestamppb.Timestamp {
 func (x *WatchStart) GetPositions() []*WatchPosition {
 	if x != nil {
 		return x.Positions
+	}
+	return nil
+}
+
+func (x *WatchStart) GetUptime() *durationpb.Duration {
+	if x != nil {
+		return x.Uptime
 	}
 	return nil
 }
@@ -1471,9 +1504,11 @@ func (x *WatchEvents) GetEvents() []*WatchEvent {
 // WatchHeartbeat says how fresh the node is: every event it applied before it was built came on
 // the stream before it.
 type WatchHeartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Now           *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=now,proto3" json:"now,omitempty"`
-	Positions     []*WatchPosition       `protobuf:"bytes,2,rep,name=positions,proto3" json:"positions,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Now       *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=now,proto3" json:"now,omitempty"`
+	Positions []*WatchPosition       `protobuf:"bytes,2,rep,name=positions,proto3" json:"positions,omitempty"`
+	// uptime is the node's monotonic clock when the message was built (see WatchStart.uptime).
+	Uptime        *durationpb.Duration `protobuf:"bytes,3,opt,name=uptime,proto3" json:"uptime,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1518,6 +1553,13 @@ func (x *WatchHeartbeat) GetNow() *timestamppb.Timestamp {
 func (x *WatchHeartbeat) GetPositions() []*WatchPosition {
 	if x != nil {
 		return x.Positions
+	}
+	return nil
+}
+
+func (x *WatchHeartbeat) GetUptime() *durationpb.Duration {
+	if x != nil {
+		return x.Uptime
 	}
 	return nil
 }
@@ -1596,14 +1638,15 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"minVersion\"]\n" +
 	"\tFreshness\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12:\n" +
-	"\vfresh_as_of\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tfreshAsOf\"\xc4\x01\n" +
+	"\vfresh_as_of\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tfreshAsOf\"\xe6\x01\n" +
 	"\vGetResponse\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05found\x18\x04 \x01(\bR\x05found\x12&\n" +
 	"\x04tier\x18\x05 \x01(\x0e2\x12.cachewire.v1.TierR\x04tier\x125\n" +
-	"\tfreshness\x18\x06 \x01(\v2\x17.cachewire.v1.FreshnessR\tfreshness\"G\n" +
+	"\tfreshness\x18\x06 \x01(\v2\x17.cachewire.v1.FreshnessR\tfreshness\x12 \n" +
+	"\vversionless\x18\a \x01(\bR\vversionless\"G\n" +
 	"\x0fBatchGetRequest\x124\n" +
 	"\brequests\x18\x01 \x03(\v2\x18.cachewire.v1.GetRequestR\brequests\"K\n" +
 	"\x10BatchGetResponse\x127\n" +
@@ -1667,20 +1710,22 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x02 \x01(\x05R\n" +
 	"partitions\x12#\n" +
-	"\rany_partition\x18\x03 \x01(\bR\fanyPartition\"\x99\x01\n" +
+	"\rany_partition\x18\x03 \x01(\bR\fanyPartition\"\xd8\x01\n" +
 	"\rWatchPosition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12<\n" +
 	"\fcaught_up_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"caughtUpAt\"\x80\x02\n" +
+	"caughtUpAt\x12=\n" +
+	"\rcaught_up_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vcaughtUpAge\"\xb3\x02\n" +
 	"\n" +
 	"WatchStart\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12>\n" +
 	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x120\n" +
 	"\x06topics\x18\x03 \x03(\v2\x18.cachewire.v1.WatchTopicR\x06topics\x12,\n" +
 	"\x03now\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x129\n" +
-	"\tpositions\x18\x05 \x03(\v2\x1b.cachewire.v1.WatchPositionR\tpositions\"\x7f\n" +
+	"\tpositions\x18\x05 \x03(\v2\x1b.cachewire.v1.WatchPositionR\tpositions\x121\n" +
+	"\x06uptime\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\"\x7f\n" +
 	"\n" +
 	"WatchEvent\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
@@ -1691,10 +1736,11 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\vWatchEvents\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x120\n" +
-	"\x06events\x18\x03 \x03(\v2\x18.cachewire.v1.WatchEventR\x06events\"y\n" +
+	"\x06events\x18\x03 \x03(\v2\x18.cachewire.v1.WatchEventR\x06events\"\xac\x01\n" +
 	"\x0eWatchHeartbeat\x12,\n" +
 	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x129\n" +
-	"\tpositions\x18\x02 \x03(\v2\x1b.cachewire.v1.WatchPositionR\tpositions\"X\n" +
+	"\tpositions\x18\x02 \x03(\v2\x1b.cachewire.v1.WatchPositionR\tpositions\x121\n" +
+	"\x06uptime\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\"X\n" +
 	"\n" +
 	"WatchReset\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
@@ -1777,33 +1823,36 @@ var file_cachewire_v1_cache_proto_depIdxs = []int32{
 	23, // 13: cachewire.v1.WatchResponse.heartbeat:type_name -> cachewire.v1.WatchHeartbeat
 	24, // 14: cachewire.v1.WatchResponse.reset:type_name -> cachewire.v1.WatchReset
 	26, // 15: cachewire.v1.WatchPosition.caught_up_at:type_name -> google.protobuf.Timestamp
-	27, // 16: cachewire.v1.WatchStart.max_staleness:type_name -> google.protobuf.Duration
-	18, // 17: cachewire.v1.WatchStart.topics:type_name -> cachewire.v1.WatchTopic
-	26, // 18: cachewire.v1.WatchStart.now:type_name -> google.protobuf.Timestamp
-	19, // 19: cachewire.v1.WatchStart.positions:type_name -> cachewire.v1.WatchPosition
-	28, // 20: cachewire.v1.WatchEvent.op:type_name -> cachewire.v1.Op
-	21, // 21: cachewire.v1.WatchEvents.events:type_name -> cachewire.v1.WatchEvent
-	26, // 22: cachewire.v1.WatchHeartbeat.now:type_name -> google.protobuf.Timestamp
-	19, // 23: cachewire.v1.WatchHeartbeat.positions:type_name -> cachewire.v1.WatchPosition
-	1,  // 24: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
-	4,  // 25: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
-	6,  // 26: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
-	8,  // 27: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
-	10, // 28: cachewire.v1.CacheService.Evict:input_type -> cachewire.v1.EvictRequest
-	12, // 29: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
-	16, // 30: cachewire.v1.CacheService.Watch:input_type -> cachewire.v1.WatchRequest
-	3,  // 31: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
-	5,  // 32: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
-	7,  // 33: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
-	9,  // 34: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
-	11, // 35: cachewire.v1.CacheService.Evict:output_type -> cachewire.v1.EvictResponse
-	15, // 36: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
-	17, // 37: cachewire.v1.CacheService.Watch:output_type -> cachewire.v1.WatchResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	27, // 16: cachewire.v1.WatchPosition.caught_up_age:type_name -> google.protobuf.Duration
+	27, // 17: cachewire.v1.WatchStart.max_staleness:type_name -> google.protobuf.Duration
+	18, // 18: cachewire.v1.WatchStart.topics:type_name -> cachewire.v1.WatchTopic
+	26, // 19: cachewire.v1.WatchStart.now:type_name -> google.protobuf.Timestamp
+	19, // 20: cachewire.v1.WatchStart.positions:type_name -> cachewire.v1.WatchPosition
+	27, // 21: cachewire.v1.WatchStart.uptime:type_name -> google.protobuf.Duration
+	28, // 22: cachewire.v1.WatchEvent.op:type_name -> cachewire.v1.Op
+	21, // 23: cachewire.v1.WatchEvents.events:type_name -> cachewire.v1.WatchEvent
+	26, // 24: cachewire.v1.WatchHeartbeat.now:type_name -> google.protobuf.Timestamp
+	19, // 25: cachewire.v1.WatchHeartbeat.positions:type_name -> cachewire.v1.WatchPosition
+	27, // 26: cachewire.v1.WatchHeartbeat.uptime:type_name -> google.protobuf.Duration
+	1,  // 27: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
+	4,  // 28: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
+	6,  // 29: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
+	8,  // 30: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
+	10, // 31: cachewire.v1.CacheService.Evict:input_type -> cachewire.v1.EvictRequest
+	12, // 32: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
+	16, // 33: cachewire.v1.CacheService.Watch:input_type -> cachewire.v1.WatchRequest
+	3,  // 34: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
+	5,  // 35: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
+	7,  // 36: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
+	9,  // 37: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
+	11, // 38: cachewire.v1.CacheService.Evict:output_type -> cachewire.v1.EvictResponse
+	15, // 39: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
+	17, // 40: cachewire.v1.CacheService.Watch:output_type -> cachewire.v1.WatchResponse
+	34, // [34:41] is the sub-list for method output_type
+	27, // [27:34] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_cachewire_v1_cache_proto_init() }

@@ -120,7 +120,7 @@ func TestNearReviewDelayedHeartbeatOverstatesFreshness(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		built := time.Now()
 		hb := s.heartbeat(built, built, 0) // the node was caught up when it built this one...
-		time.Sleep(10 * time.Second)  // ...and the stream stalled: nothing arrived for 10 s
+		time.Sleep(10 * time.Second)       // ...and the stream stalled: nothing arrived for 10 s
 		if it, ok := s.nc.get("k", 0); ok {
 			t.Fatalf("before the late heartbeat arrived: answered %+v in process 10 s after the last news", it)
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
+	"time"
 
 	"github.com/cachewire/cachewire/client"
 	"github.com/cachewire/cachewire/embedded"
@@ -94,4 +96,38 @@ func ExampleCache_Set() {
 	// found false
 	// fill v5 accepted true
 	// stale fill v5 accepted false
+}
+
+// A near cache answers hot keys in the application's own memory, kept coherent by the node.
+func ExampleWithNearCache() {
+	cluster, err := embedded.Start(embedded.Config{Nodes: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	ctx := context.Background()
+
+	w, _ := client.NewWriter(cluster.WriterAddr)
+	defer w.Close()
+	c, _ := client.NewCache(cluster.NodeAddrs[0], client.WithNearCache(client.NearCacheConfig{
+		MaxEntries: 10_000, Logger: slog.New(slog.DiscardHandler)}))
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; { // until its Watch stream is in sync
+		if st, _ := c.NearStats(); st.Synced || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	wr, err := w.Put(ctx, "user:1", []byte("Ada"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	it, _ := c.Get(ctx, "user:1", client.MinVersion(wr.Version))
+	fmt.Printf("%s@%d from %s\n", it.Value, it.Version, it.Tier)
+	it, _ = c.Get(ctx, "user:1")
+	fmt.Printf("%s@%d from %s\n", it.Value, it.Version, it.Tier)
+	// Output:
+	// Ada@1 from ORIGIN
+	// Ada@1 from NEAR
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -560,4 +562,40 @@ func BenchmarkNearCacheHit(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestNearCacheCollector: the near cache's counters are exported to Prometheus.
+func TestNearCacheCollector(t *testing.T) {
+	h := newNearHarness(t)
+	h.start(0)
+	h.node.set("k", 1)
+	h.get("k")
+	h.get("k")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NearCacheCollector(h.cache, prometheus.Labels{"node": "fake"}))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			got[f.GetName()] += v
+		}
+	}
+	for name, want := range map[string]float64{"cachewire_near_hits_total": 1, "cachewire_near_misses_total": 1,
+		"cachewire_near_fills_total": 1, "cachewire_near_entries": 1, "cachewire_near_synced": 1} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v (all: %v)", name, got[name], want, got)
+		}
+	}
+	plain, err := NewCache("127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if n := testutil.CollectAndCount(NearCacheCollector(plain, nil)); n != 0 {
+		t.Fatalf("a client without a near cache exported %d metrics", n)
+	}
 }

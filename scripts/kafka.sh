@@ -15,6 +15,19 @@
 # Environment: CACHEWIRE_KAFKA_PORT (default 19092; the controller listens on port+1),
 # CACHEWIRE_STATE_DIR (default /tmp/cachewire-services), CACHEWIRE_CACHE_DIR (default ~/.cache/cachewire).
 #
+# CACHEWIRE_KAFKA_BROKERS=3 runs a KRaft cluster of 3 combined broker+controller nodes instead
+# (a static quorum of 3 voters): node i (1..3) listens PLAINTEXT on port+10*(i-1) and CONTROLLER
+# on the next port. Topics default to replication factor 3 with min.insync.replicas=2 (the
+# project's producers use acks=all, so a write survives one broker lost), and so do the internal
+# topics. Plaintext only. Per-node commands for fault tests:
+#
+#   scripts/kafka.sh brokers          print the bootstrap list (host:port,...)
+#   scripts/kafka.sh pid N            print node N's JVM pid (without N: node 1's)
+#   scripts/kafka.sh kill N           SIGKILL node N (a crash: no controlled shutdown)
+#   scripts/kafka.sh stop-node N      SIGTERM node N and wait (a controlled shutdown)
+#   scripts/kafka.sh start-node N     start node N again on its data, wait until it is back
+#   scripts/kafka.sh node-of PORT     print the node number listening on PORT
+#
 # CACHEWIRE_KAFKA_SECURE_DIR, when set, names a directory from `go run ./internal/testenv/secureenv`
 # (ca.crt, kafka.crt, kafka.key, kafka-test.password): the broker then also listens SASL_SSL on
 # port+2 with the SCRAM-SHA-512 user cwtest (made at format time), and enforces ACLs
@@ -176,6 +189,158 @@ stop() {
 }
 
 broker_version() { sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$log" 2>/dev/null | tail -1; }
+
+# --- the 3-node cluster (CACHEWIRE_KAFKA_BROKERS=3) ---
+nodes="${CACHEWIRE_KAFKA_BROKERS:-1}"
+cstate="${CACHEWIRE_STATE_DIR:-/tmp/cachewire-services}/kafka-cluster-$port"
+nport() { echo $((port + 10 * ($1 - 1))); }
+ndir() { echo "$cstate/node-$1"; }
+nrunning() { [ -f "$(ndir "$1")/kafka.pid" ] && kill -0 "$(cat "$(ndir "$1")/kafka.pid")" 2>/dev/null; }
+cbrokers() { local out=() i; for i in $(seq 1 "$nodes"); do out+=("127.0.0.1:$(nport "$i")"); done; (IFS=,; echo "${out[*]}"); }
+
+cwrite_config() { # node
+  local i=$1 d voters=() j; d=$(ndir "$i")
+  for j in $(seq 1 "$nodes"); do voters+=("$j@127.0.0.1:$(( $(nport "$j") + 1 ))"); done
+  mkdir -p "$d/data"
+  cat > "$d/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=$i
+listeners=PLAINTEXT://127.0.0.1:$(nport "$i"),CONTROLLER://127.0.0.1:$(( $(nport "$i") + 1 ))
+advertised.listeners=PLAINTEXT://127.0.0.1:$(nport "$i")
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.quorum.voters=$(IFS=,; echo "${voters[*]}")
+log.dirs=$d/data
+num.partitions=3
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+unclean.leader.election.enable=false
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+delete.topic.enable=true
+controlled.shutdown.enable=true
+replica.lag.time.max.ms=10000
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
+PROPS
+  cp "$state/log4j2.properties" "$d/log4j2.properties" 2>/dev/null || write_log4j "$d/log4j2.properties"
+}
+
+write_log4j() { # file
+  cat > "$1" <<'PROPS'
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = OUT
+logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
+logger.appinfo.level = info
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = info
+PROPS
+}
+
+cstart_node() { # node: launch the JVM (no wait)
+  local d; d=$(ndir "$1")
+  if nrunning "$1"; then return; fi
+  nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$d/log4j2.properties" -cp "$jars/*" kafka.Kafka "$d/server.properties" >>"$d/kafka.log" 2>&1 &
+  echo $! > "$d/kafka.pid"
+}
+
+cwait() { # brokers to ask, then what to wait for, as kafkaready flags
+  local ask=$1; shift
+  if ! (cd "$root" && go run ./internal/cmd/kafkaready -brokers "$ask" -timeout 180s "$@"); then
+    echo "kafka.sh: cluster did not become ready; last log lines of each node:" >&2
+    for i in $(seq 1 "$nodes"); do echo "--- node $i" >&2; tail -15 "$(ndir "$i")/kafka.log" >&2 || true; done
+    return 1
+  fi
+}
+
+cstart() {
+  [ -z "$secure" ] || { echo "kafka.sh: the cluster (CACHEWIRE_KAFKA_BROKERS) runs plaintext only; unset CACHEWIRE_KAFKA_SECURE_DIR" >&2; exit 1; }
+  command -v java >/dev/null || { echo "kafka.sh: Java 17+ is needed" >&2; exit 1; }
+  local i p
+  for i in $(seq 1 "$nodes"); do
+    nrunning "$i" && continue
+    for p in $(nport "$i") $(( $(nport "$i") + 1 )); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        echo "kafka.sh: port $p is already in use by another process; set CACHEWIRE_KAFKA_PORT" >&2; exit 1
+      fi
+    done
+  done
+  fetch_jars
+  if [ ! -f "$(ndir 1)/data/meta.properties" ]; then
+    rm -rf "$cstate"; mkdir -p "$cstate"
+    local cluster_id=-
+    while [ "${cluster_id#-}" != "$cluster_id" ]; do
+      cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
+    for i in $(seq 1 "$nodes"); do
+      cwrite_config "$i"
+      java -Xms128m -Xmx256m -Dlog4j2.configurationFile="$(ndir "$i")/log4j2.properties" -cp "$jars/*" \
+        kafka.tools.StorageTool format -t "$cluster_id" -c "$(ndir "$i")/server.properties" >"$(ndir "$i")/format.log" 2>&1 \
+        || { cat "$(ndir "$i")/format.log" >&2; exit 1; }
+    done
+  fi
+  echo "kafka.sh: starting an Apache Kafka $version cluster of $nodes nodes on $(cbrokers) (logs $cstate/node-*/kafka.log)"
+  for i in $(seq 1 "$nodes"); do cstart_node "$i"; done
+  cwait "$(cbrokers)" -min-brokers "$nodes" || { cstop; exit 1; }
+  echo "kafka.sh: Apache Kafka $(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$(ndir 1)/kafka.log" | tail -1) cluster ready on $(cbrokers)"
+}
+
+cstop_node() { # node signal
+  local i=$1 sig=${2:-TERM} pid d; d=$(ndir "$i")
+  if ! nrunning "$i"; then rm -f "$d/kafka.pid"; return; fi
+  pid=$(cat "$d/kafka.pid")
+  kill -CONT "$pid" 2>/dev/null || true
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for _ in $(seq 1 300); do nrunning "$i" || break; sleep 0.1; done
+  if nrunning "$i"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+  rm -f "$d/kafka.pid"
+}
+
+cstop() {
+  local i
+  for i in $(seq 1 "$nodes"); do cstop_node "$i" TERM & done
+  wait
+  echo "kafka.sh: cluster stopped"
+}
+
+cnode_arg() { # validate a node number
+  [[ "${1:-}" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$nodes" ] || { echo "kafka.sh: want a node number 1..$nodes, got '${1:-}'" >&2; exit 2; }
+}
+
+if [ "$nodes" != 1 ]; then
+  [[ "$nodes" =~ ^[0-9]+$ ]] && [ "$nodes" -ge 3 ] && [ "$nodes" -le 9 ] || { echo "kafka.sh: CACHEWIRE_KAFKA_BROKERS must be 1 or 3..9, got $nodes" >&2; exit 2; }
+  case "${1:-}" in
+    start) cstart ;;
+    stop) cstop ;;
+    restart) cstop; cstart ;;
+    status) for i in $(seq 1 "$nodes"); do nrunning "$i" || exit 1; done ;;
+    version) sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$(ndir 1)/kafka.log" 2>/dev/null | tail -1 ;;
+    brokers) cbrokers ;;
+    pid) n=${2:-1}; cnode_arg "$n"; nrunning "$n" && cat "$(ndir "$n")/kafka.pid" ;;
+    kill) cnode_arg "${2:-}"; cstop_node "$2" KILL; echo "kafka.sh: node $2 killed" ;;
+    stop-node) cnode_arg "${2:-}"; cstop_node "$2" TERM; echo "kafka.sh: node $2 stopped" ;;
+    start-node) cnode_arg "${2:-}"; cstart_node "$2"
+      cwait "127.0.0.1:$(nport "$2")" -min-brokers "$nodes" -in-sync && echo "kafka.sh: node $2 is back, every partition in sync" ;;
+    node-of) for i in $(seq 1 "$nodes"); do [ "$(nport "$i")" = "${2:-}" ] && { echo "$i"; exit 0; }; done
+      echo "kafka.sh: no node listens on port ${2:-}" >&2; exit 1 ;;
+    classpath) fetch_jars >&2; echo "$jars/*" ;;
+    *) echo "usage: $0 start|stop|restart|status|version|brokers|pid N|kill N|stop-node N|start-node N|node-of PORT|classpath" >&2; exit 2 ;;
+  esac
+  exit
+fi
 
 case "${1:-}" in
   start) start ;;

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cachewire/cachewire/internal/retry"
 )
 
 type syncBuffer struct {
@@ -59,5 +61,24 @@ func TestGoRedisLogsGoThroughSlog(t *testing.T) {
 		if !json.Valid([]byte(line)) {
 			t.Fatalf("a line that is not JSON: %q", line)
 		}
+	}
+}
+
+// TestGoRedisLogsAreRateLimited: a flood of go-redis lines (every pool failing to dial while a
+// cluster fails over) writes at most 5 a second, and the next line says how many were dropped.
+func TestGoRedisLogsAreRateLimited(t *testing.T) {
+	var buf syncBuffer
+	l := newRedisLog(slog.New(slog.NewJSONHandler(&buf, nil)))
+	for range 100 {
+		l.Printf(context.Background(), "redis: connection pool: failed to dial")
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("%d lines written for 100 in a burst, want 5:\n%s", len(lines), buf.String())
+	}
+	l.limit = retry.NewLogLimiter(5, time.Second) // the next period
+	l.Printf(context.Background(), "redis: connection pool: failed to dial")
+	if !strings.Contains(buf.String(), `"suppressed":95`) {
+		t.Fatalf("the line after the burst does not say 95 were dropped:\n%s", buf.String())
 	}
 }

@@ -46,7 +46,8 @@ type Stats struct {
 	Hits, Misses, Fills, StaleFillsRejected uint64
 	// Errors counts calls that failed; Skipped counts calls refused at once while backing off.
 	Errors, Skipped uint64
-	// NewEpochs counts the times the tier saw Redis in a new epoch; EpochFillsRejected counts
+	// NewEpochs counts the times the tier saw Redis in a new epoch (in cluster mode: a master
+	// server process whose slots began new epochs counts once); EpochFillsRejected counts
 	// fills refused because they began in an older one; OldEpochReads counts entries of an older
 	// epoch that were read and not served.
 	NewEpochs, EpochFillsRejected, OldEpochReads uint64
@@ -108,7 +109,7 @@ func New(cfg Config) (*Tier, error) {
 		case !isCluster:
 			onConnect = t.onConnect
 		}
-		t.rdb = redis.NewUniversalClient(&redis.UniversalOptions{
+		uo := &redis.UniversalOptions{
 			Addrs:                 cfg.Addrs,
 			IsClusterMode:         cfg.Cluster,
 			OnConnect:             onConnect,
@@ -125,7 +126,17 @@ func New(cfg Config) (*Tier, error) {
 			ContextTimeoutEnabled: true,
 			PoolSize:              cfg.PoolSize,
 			MaxRetries:            1,
-		})
+		}
+		if isCluster {
+			// Each node's client gets hooks that know the node's address: the first use of a
+			// master server process stamps the epochs of the slots it serves (clusterNode), so
+			// a replica promoted after a failover starts new epochs for its slots.
+			co := uo.Cluster()
+			co.NewClient = t.newClusterClient
+			t.rdb = redis.NewClusterClient(co)
+		} else {
+			t.rdb = redis.NewUniversalClient(uo)
+		}
 		t.owned = true
 	}
 	return t, nil
@@ -183,6 +194,12 @@ func (t *Tier) after(ctx context.Context, err error) error {
 		return fmt.Errorf("redistier: %w", err) // Redis answered with an error
 	}
 	t.downUntil.Store(time.Now().Add(t.cfg.Backoff).UnixNano())
+	if cc, ok := t.rdb.(*redis.ClusterClient); ok {
+		// go-redis re-reads the slot map on MOVED only (or every minute): a master that died
+		// refuses connections and sends no MOVED, and its promoted replica would be found a
+		// minute late. Ask for the map again (in the background, at most every 200 ms).
+		cc.ReloadState(context.WithoutCancel(ctx))
+	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 

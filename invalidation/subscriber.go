@@ -61,7 +61,8 @@ type SubscriberConfig struct {
 	// MaxBytes bounds one fetch. If zero, it defaults to 4 MiB.
 	MaxBytes int
 	// MetadataInterval is how often partitions added to the topics are looked for. If zero, it
-	// defaults to 5 seconds.
+	// defaults to 5 seconds. A key's freshness is never later than the last lookup
+	// (MetadataAt), so a cache node sets it well below its max staleness.
 	MetadataInterval time.Duration
 	// DeadLetterTopic, when set, receives the raw bytes of every invalid event, with headers
 	// naming where it came from and why it was rejected.
@@ -108,7 +109,9 @@ type Subscriber struct {
 	running bool               // Run has started
 	closed  bool               // Close has been called
 	parts   map[topicPartition]*PartitionState
-	count   map[string]int // partitions per topic, from the last metadata
+	count   map[string]int       // partitions per topic, from the last metadata
+	history map[string][]int     // per topic, the partition counts seen since the last shrink, oldest first
+	metaAt  map[string]time.Time // per topic, when the last metadata lookup that succeeded began
 
 	events, invalid, deadLettered, resets, reconnects atomic.Uint64
 }
@@ -137,14 +140,16 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	s := &Subscriber{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "subscriber"),
-		dialer: cfg.Dialer,
-		ready:  make(chan struct{}),
-		done:   make(chan struct{}),
-		parts:  make(map[topicPartition]*PartitionState),
-		count:  make(map[string]int),
-		badLog: retry.NewLogLimiter(10, time.Second),
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "subscriber"),
+		dialer:  cfg.Dialer,
+		ready:   make(chan struct{}),
+		done:    make(chan struct{}),
+		parts:   make(map[topicPartition]*PartitionState),
+		count:   make(map[string]int),
+		history: make(map[string][]int),
+		metaAt:  make(map[string]time.Time),
+		badLog:  retry.NewLogLimiter(10, time.Second),
 	}
 	if s.dialer == nil {
 		s.dialer = cfg.Kafka.Dialer()
@@ -249,6 +254,7 @@ func (s *Subscriber) lookupPartitions(ctx context.Context) ([]topicPartition, er
 	for _, topic := range s.cfg.Topics {
 		var parts []kafka.Partition
 		var err error
+		began := time.Now()
 		for _, b := range shuffled(s.cfg.Brokers) {
 			if parts, err = s.dialer.LookupPartitions(ctx, "tcp", b, topic); err == nil {
 				break
@@ -262,6 +268,13 @@ func (s *Subscriber) lookupPartitions(ctx context.Context) ([]topicPartition, er
 		}
 		s.mu.Lock()
 		s.count[topic] = len(parts)
+		if h := s.history[topic]; len(h) == 0 || len(parts) < h[len(h)-1] {
+			s.history[topic] = []int{len(parts)} // new, or recreated smaller: older counts mean nothing
+		} else if len(parts) > h[len(h)-1] {
+			s.log.Info("topic has more partitions: keys move to new partitions", "topic", topic, "partitions", len(parts), "was", h[len(h)-1])
+			s.history[topic] = append(h[max(len(h)-3, 0):], len(parts))
+		}
+		s.metaAt[topic] = began
 		s.mu.Unlock()
 		for _, p := range parts {
 			out = append(out, topicPartition{topic, p.ID})

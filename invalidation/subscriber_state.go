@@ -77,6 +77,36 @@ func (s *Subscriber) NumPartitions(topic string) int {
 	return s.count[topic]
 }
 
+// MetadataAt returns when the last metadata lookup of topic that succeeded began, or the zero
+// time. A partition added to the topic after it is not read yet (the next lookup finds it), so
+// no freshness claim can be later than this moment.
+func (s *Subscriber) MetadataAt(topic string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metaAt[topic]
+}
+
+// KeyPartitions appends to dst the partitions of topic that can hold key's events: its
+// partition under the topic's partition count now, and under every count seen since the
+// subscriber started (up to 4) when partitions were added. A producer that has not yet seen the
+// new partitions (its metadata is up to a refresh old) still writes a key to the partition it
+// used before, so a key's freshness is the oldest of these.
+func (s *Subscriber) KeyPartitions(topic, key string, dst []int) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.history[topic] {
+		p := PartitionFor(key, n)
+		dup := false
+		for _, q := range dst {
+			dup = dup || q == p
+		}
+		if !dup {
+			dst = append(dst, p)
+		}
+	}
+	return dst
+}
+
 // Stats returns a snapshot of the counters.
 func (s *Subscriber) Stats() SubscriberStats {
 	return SubscriberStats{

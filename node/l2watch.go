@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-
-	"github.com/cachewire/cachewire/invalidation"
 )
 
 // L2 freshness. Redis is updated by the shared consumer group, which may lag behind this node's
@@ -171,13 +169,15 @@ func (n *Node) l2Fresh(key string) bool {
 		}
 		return false
 	}
+	var buf [4]int
 	for _, topic := range n.cfg.Topics {
-		parts := n.sub.NumPartitions(topic)
-		if parts == 0 {
-			return false
+		for _, p := range n.sub.KeyPartitions(topic, key, buf[:0]) {
+			st, ok := n.l2parts[tp{topic, p}]
+			if !ok || st.caughtUpAt.IsZero() || now.Sub(st.caughtUpAt) > n.cfg.MaxStaleness {
+				return false
+			}
 		}
-		st, ok := n.l2parts[tp{topic, invalidation.PartitionFor(key, parts)}]
-		if !ok || st.caughtUpAt.IsZero() || now.Sub(st.caughtUpAt) > n.cfg.MaxStaleness {
+		if n.sub.NumPartitions(topic) == 0 {
 			return false
 		}
 	}

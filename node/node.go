@@ -129,8 +129,11 @@ func New(cfg Config) (*Node, error) {
 	n.sub, err = invalidation.NewSubscriber(invalidation.SubscriberConfig{
 		Brokers: cfg.Brokers, Topics: cfg.Topics, Limits: cfg.Limits, Formats: cfg.TopicFormats, Logger: n.log,
 		MaxWait: cfg.SubscriberMaxWait, Kafka: cfg.Kafka,
-		OnInvalid: func(string, int, int64, error) { n.m.evInvalid.Inc() },
-		Sink:      invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
+		// A key's freshness is never later than the last metadata lookup (partitions added
+		// since are not read yet): look often enough that this never ages past MaxStaleness.
+		MetadataInterval: min(max(cfg.MaxStaleness/4, 100*time.Millisecond), 5*time.Second),
+		OnInvalid:        func(string, int, int64, error) { n.m.evInvalid.Inc() },
+		Sink:             invalidation.SinkFuncs{Apply: n.applyEvents, ResetFunc: n.reset},
 	})
 	if err != nil {
 		return nil, err

@@ -41,28 +41,39 @@ type loaded struct {
 }
 
 // freshAsOf returns when the node was last caught up with the log end of every partition that
-// can hold key (one per topic; every partition of a Debezium topic, whose records are placed by
-// Debezium's own key, not the cache key), or the zero time if it never was.
+// can hold key (per topic, its partition under each partition count seen, see
+// Subscriber.KeyPartitions; every partition of a Debezium topic, whose records are placed by
+// Debezium's own key, not the cache key), and never later than the topic's last metadata
+// lookup (a partition added since is not read yet), or the zero time if it never was.
 func (n *Node) freshAsOf(key string) time.Time {
 	var oldest time.Time
 	first := true
+	older := func(t time.Time) {
+		if first || t.Before(oldest) {
+			oldest, first = t, false
+		}
+	}
+	var buf [4]int
 	for _, topic := range n.cfg.Topics {
 		parts := n.sub.NumPartitions(topic)
-		if parts == 0 {
+		meta := n.sub.MetadataAt(topic)
+		if parts == 0 || meta.IsZero() {
 			return time.Time{}
 		}
-		from, to := invalidation.PartitionFor(key, parts), invalidation.PartitionFor(key, parts)+1
+		older(meta)
+		ps := n.sub.KeyPartitions(topic, key, buf[:0])
 		if n.cfg.TopicFormats[topic].Format == invalidation.FormatDebezium {
-			from, to = 0, parts
+			ps = ps[:0]
+			for p := range parts {
+				ps = append(ps, p)
+			}
 		}
-		for p := from; p < to; p++ {
+		for _, p := range ps {
 			st, ok := n.sub.Partition(topic, p)
 			if !ok || st.CaughtUpAt.IsZero() {
 				return time.Time{}
 			}
-			if first || st.CaughtUpAt.Before(oldest) {
-				oldest, first = st.CaughtUpAt, false
-			}
+			older(st.CaughtUpAt)
 		}
 	}
 	return oldest

@@ -35,6 +35,8 @@ type watcher struct {
 	cut      chan struct{}
 	cutOnce  sync.Once
 	cutCause string
+	// unavailable: cut by cutAll (set before cut closes), not for falling behind.
+	unavailable bool
 }
 
 func newWatchHub() *watchHub {
@@ -86,6 +88,29 @@ func (h *watchHub) publish(m *pb.WatchResponse) (cut int) {
 			delete(h.watchers, w)
 			cut++
 		}
+	}
+	h.count.Store(int32(len(h.watchers)))
+	return cut
+}
+
+// watchCut is the status a stream cut off ends with.
+func (n *Node) watchCut(w *watcher, client string, seq uint64) error {
+	if w.unavailable {
+		return status.Errorf(codes.Unavailable, "%s; resubscribe: the near cache resynchronizes", w.cutCause)
+	}
+	n.log.Warn("Watch stream cut off", "client", client, "cause", w.cutCause, "sent", seq)
+	return status.Errorf(codes.ResourceExhausted, "%s (--watch-buffer %d); resubscribe: the near cache resynchronizes", w.cutCause, n.cfg.WatchBuffer)
+}
+
+// cutAll ends every stream with UNAVAILABLE, saying why, and returns how many it ended.
+func (h *watchHub) cutAll(cause string) (cut int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.watchers {
+		w.unavailable = true
+		w.cutOff(cause)
+		delete(h.watchers, w)
+		cut++
 	}
 	h.count.Store(int32(len(h.watchers)))
 	return cut
@@ -173,8 +198,15 @@ func (n *Node) publishWatch(m *pb.WatchResponse) {
 func (n *Node) positions() []*pb.WatchPosition {
 	parts := n.sub.Partitions()
 	out := make([]*pb.WatchPosition, len(parts))
+	meta := map[string]time.Time{}
+	for _, topic := range n.cfg.Topics {
+		meta[topic] = n.sub.MetadataAt(topic)
+	}
 	for i, p := range parts {
 		out[i] = &pb.WatchPosition{Topic: p.Topic, Partition: int32(p.Partition), Offset: p.Offset}
+		if m := meta[p.Topic]; m.Before(p.CaughtUpAt) {
+			p.CaughtUpAt = m // a partition added since the last lookup is not read yet
+		}
 		if !p.CaughtUpAt.IsZero() {
 			out[i].CaughtUpAt = timestamppb.New(p.CaughtUpAt)
 			out[i].CaughtUpAge = durationpb.New(max(time.Since(p.CaughtUpAt), 0)) // monotonic
@@ -199,11 +231,23 @@ func (n *Node) watchStart() *pb.WatchResponse {
 func (n *Node) heartbeats() {
 	t := time.NewTicker(n.cfg.WatchHeartbeat)
 	defer t.Stop()
+	counts := map[string]int{}
 	for {
 		select {
 		case <-t.C:
 		case <-n.ctx.Done():
 			return
+		}
+		// A near cache maps keys to partitions with the counts its stream started with: when
+		// partitions are added, every stream ends so that each resubscribes with the new ones.
+		for _, topic := range n.cfg.Topics {
+			c := n.sub.NumPartitions(topic)
+			if was, ok := counts[topic]; ok && was != c {
+				if cut := n.watch.cutAll(fmt.Sprintf("topic %s now has %d partitions (had %d)", topic, c, was)); cut > 0 {
+					n.log.Info("Watch streams ended: the topic's partitions changed; near caches resubscribe", "topic", topic, "partitions", c, "was", was, "watchers", cut)
+				}
+			}
+			counts[topic] = c
 		}
 		if n.watch.count.Load() == 0 {
 			continue
@@ -241,8 +285,7 @@ func (s *service) Watch(_ *pb.WatchRequest, stream pb.CacheService_WatchServer) 
 		// A cut-off or a shutdown first: after either, nothing more is sent.
 		select {
 		case <-w.cut:
-			n.log.Warn("Watch stream cut off", "client", client, "cause", w.cutCause, "sent", seq)
-			return status.Errorf(codes.ResourceExhausted, "%s (--watch-buffer %d); resubscribe: the near cache resynchronizes", w.cutCause, n.cfg.WatchBuffer)
+			return n.watchCut(w, client, seq)
 		case <-n.watch.stop:
 			return status.Error(codes.Unavailable, "node is shutting down; resubscribe to another node, or to this one once it is back")
 		default:
@@ -254,8 +297,7 @@ func (s *service) Watch(_ *pb.WatchRequest, stream pb.CacheService_WatchServer) 
 				return err
 			}
 		case <-w.cut:
-			n.log.Warn("Watch stream cut off", "client", client, "cause", w.cutCause, "sent", seq)
-			return status.Errorf(codes.ResourceExhausted, "%s (--watch-buffer %d); resubscribe: the near cache resynchronizes", w.cutCause, n.cfg.WatchBuffer)
+			return n.watchCut(w, client, seq)
 		case <-n.watch.stop:
 			return status.Error(codes.Unavailable, "node is shutting down; resubscribe to another node, or to this one once it is back")
 		case <-ctx.Done():

@@ -143,6 +143,7 @@ func NewGroupApplier(cfg GroupApplierConfig) (*GroupApplier, error) {
 		GroupID:                cfg.GroupID,
 		GroupTopics:            cfg.Topics,
 		MinBytes:               1,
+		QueueCapacity:          2 * cfg.MaxBatch, // kafka-go fetches the next batch while this one is applied
 		MaxBytes:               4 << 20,
 		MaxWait:                250 * time.Millisecond,
 		ReadLagInterval:        -1,

@@ -210,7 +210,7 @@ func scriptCommand(sha, n string) string {
 	if err != nil {
 		return ""
 	}
-	for _, s := range []*redis.Script{applyScript, epochScript} {
+	for _, s := range []*redis.Script{applyScript, eventsScript, epochScript} {
 		if s.Hash() != sha {
 			continue
 		}

@@ -13,15 +13,16 @@ const (
 	headerLen = 20 + 1 + epochLen
 )
 
-// applyScript is the one write path into the tier. It mirrors invalidation.AcceptFill (mode
-// "fill") and invalidation.Decide (mode "event"); TestScriptMatchesGoRules checks that it does.
+// applyScript and eventsScript are the only write paths into the tier: applyScript writes fills,
+// leases and drops, mirroring invalidation.AcceptFill (mode "fill"), and eventsScript applies
+// change events, mirroring invalidation.Decide; TestScriptMatchesGoRules checks both.
 // Every write first checks the epoch: a write that began under another epoch than the one Redis
 // holds now (or under any epoch, when Redis lost its epoch key) changes nothing. An entry of an
 // older epoch (or format) still counts for its version, but not as held: Redis may have lost
 // newer writes to it, so refresh-held leaves a tombstone there rather than a value.
 // A fill over a tombstone never shortens how long the key is remembered.
 //
-// An EVICT ('X') leaves a tombstone marked with an x after the epoch. Redis cannot tell when a
+// An EVICT ('X', written by eventsScript) leaves a tombstone marked with an x after the epoch. Redis cannot tell when a
 // fill's load began, and a load begun before the EVICT may carry the value it dropped (read from
 // Redis itself, or from the origin before it was repaired), on a node whose L1 has not seen the
 // EVICT yet and so admits it. So every fill is refused (0) while that tombstone lives (until
@@ -33,12 +34,10 @@ const (
 //	KEYS[1] the entry key
 //	KEYS[2] the epoch key (in the entry's hash slot)
 //	ARGV[1] version, 20 zero-padded digits
-//	ARGV[2] mode: "fill", "lease", "drop" or "event"
-//	ARGV[3] fill: kind to store, v (value) or n (not found); lease: w or u; event: R (an UPSERT carrying its
-//	        value), X (an EVICT: a held value becomes a tombstone at its own version; ARGV[1]
-//	        is not used) or E (anything else: evict)
-//	ARGV[4] event: the policy, "held", "all" or "evict"; lease: the SHA-1 (hex) of the entry
-//	        when the lease was taken, or "none" when there was none
+//	ARGV[2] mode: "fill", "lease" or "drop"
+//	ARGV[3] fill: kind to store, v (value) or n (not found); lease: w or u
+//	ARGV[4] lease: the SHA-1 (hex) of the entry when the lease was taken, or "none" when there
+//	        was none
 //	ARGV[5] value
 //	ARGV[6] TTL in ms of a stored value (v or n)
 //	ARGV[7] TTL in ms of a tombstone
@@ -58,8 +57,8 @@ const (
 // it may be older than that answer.
 //
 // It returns -1 when the epoch differs, 0 when nothing changed (stale fill, fill of an evicted
-// key, duplicate or older event, EVICT of no value), 1 when it wrote a tombstone, 2 when it
-// stored a value.
+// key; for an event: a duplicate or older one, an EVICT of no value), 1 when it wrote a
+// tombstone, 2 when it stored a value.
 var applyScript = redis.NewScript(`
 local ep = redis.call('GET', KEYS[2])
 if not ep or string.sub(ep, 1, 16) ~= ARGV[8] then return -1 end
@@ -72,18 +71,6 @@ if cur and string.len(cur) >= 21 then
   leased = k == 'w' or k == 'u'
 end
 local v = ARGV[1]
-if ARGV[3] == 'X' then
-  local r, mark = 0, 'x'
-  if known then
-    local k = string.sub(cur, 21, 21)
-    if k ~= 't' and k ~= 'T' then r = 1 end
-    if leased or (k == 't' and string.find(string.sub(cur, 38, 39), 'l', 1, true)) then mark = 'xl' end
-  else
-    cv = '00000000000000000000'
-  end
-  redis.call('SET', KEYS[1], cv .. 't' .. ARGV[8] .. mark, 'PX', ARGV[7])
-  return r
-end
 if ARGV[2] == 'drop' then
   local mark = 'l'
   if known and string.sub(cur, 21, 21) == 't' and string.sub(cur, 38, 38) == 'x' then mark = 'xl' end
@@ -119,16 +106,65 @@ if ARGV[2] == 'fill' then
   redis.call('SET', KEYS[1], v .. ARGV[3] .. ARGV[8] .. ARGV[5], 'PX', ttl)
   return 2
 end
-if known and v <= cv then return 0 end
-local lt = leased or (known and string.sub(cur, 21, 21) == 't' and string.find(string.sub(cur, 38, 39), 'l', 1, true) ~= nil)
-if ARGV[3] == 'R' and not lt and (ARGV[4] == 'all' or (ARGV[4] == 'held' and held)) then
-  redis.call('SET', KEYS[1], v .. 'v' .. ARGV[8] .. ARGV[5], 'PX', ARGV[6])
-  return 2
+return redis.error_reply('unknown mode ' .. ARGV[2])
+`)
+
+// eventsScript applies a batch of change events whose keys share one epoch key (the whole tier,
+// or one hash slot in cluster mode), in order, in one call: one round trip and one script run
+// per batch and slot instead of one per event. Each event follows invalidation.Decide, with the
+// entry kinds and marks applyScript describes (TestScriptMatchesGoRules checks it through
+// Apply, which runs this script with one event): an R above the version held stores its value
+// when the policy allows (never over a leased answer or an l-marked tombstone), an X turns a
+// held value into a tombstone at its own version marked x (ARGV version unused), anything else
+// above the version held leaves a tombstone. A key may occur several times: each event sees
+// what the one before it wrote.
+//
+//	KEYS[1]   the epoch key
+//	KEYS[1+i] event i's entry key (i from 1)
+//	ARGV[1] the epoch the batch began under; ARGV[2] the policy ("held", "all" or "evict");
+//	ARGV[3] the TTL in ms of a stored value; ARGV[4] the TTL in ms of a tombstone;
+//	ARGV[2+3i], ARGV[3+3i], ARGV[4+3i] event i's version (20 digits), kind (R, X or E) and value
+//
+// It returns -1 (nothing applied) when the epoch differs, else one result per event, as
+// applyScript's.
+var eventsScript = redis.NewScript(`
+local ep = redis.call('GET', KEYS[1])
+if not ep or string.sub(ep, 1, 16) ~= ARGV[1] then return -1 end
+local epoch, policy, vttl, tttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local out = {}
+for i = 1, #KEYS - 1 do
+  local key, v, kind = KEYS[i + 1], ARGV[2 + 3 * i], ARGV[3 + 3 * i]
+  local cur = redis.call('GET', key)
+  local known, cv, k, held, leased = false, '', '', false, false
+  if cur and string.len(cur) >= 21 then
+    known, cv, k = true, string.sub(cur, 1, 20), string.sub(cur, 21, 21)
+    held = (k == 'v' or k == 'n' or k == 'w' or k == 'u') and string.sub(cur, 22, 37) == epoch
+    leased = k == 'w' or k == 'u'
+  end
+  local lt = leased or (k == 't' and string.find(string.sub(cur, 38, 39), 'l', 1, true) ~= nil)
+  if kind == 'X' then
+    local r, mark = 0, 'x'
+    if known then
+      if k ~= 't' and k ~= 'T' then r = 1 end
+      if lt then mark = 'xl' end
+    else
+      cv = '00000000000000000000'
+    end
+    redis.call('SET', key, cv .. 't' .. epoch .. mark, 'PX', tttl)
+    out[i] = r
+  elseif known and v <= cv then
+    out[i] = 0
+  elseif kind == 'R' and not lt and (policy == 'all' or (policy == 'held' and held)) then
+    redis.call('SET', key, v .. 'v' .. epoch .. ARGV[4 + 3 * i], 'PX', vttl)
+    out[i] = 2
+  else
+    local mark = ''
+    if lt then mark = 'l' end
+    redis.call('SET', key, v .. 't' .. epoch .. mark, 'PX', tttl)
+    out[i] = 1
+  end
 end
-local mark = ''
-if lt then mark = 'l' end
-redis.call('SET', KEYS[1], v .. 't' .. ARGV[8] .. mark, 'PX', ARGV[7])
-return 1
+return out
 `)
 
 // epochScript returns the epoch Redis holds, starting one when it holds none (a new Redis, or

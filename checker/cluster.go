@@ -65,6 +65,12 @@ type Env struct {
 	// KafkaCtl and RedisCtl are the scripts that control the real servers (scripts/kafka.sh,
 	// scripts/redis.sh): faults on real servers need them (pause, restart).
 	KafkaCtl, RedisCtl string
+	// RedisCluster, when set, are the seed addresses of a Redis Cluster, used instead of
+	// RedisAddr.
+	RedisCluster []string
+	// Replication is the replication factor of the topics the cluster creates (3 on a 3-broker
+	// Kafka). If zero, 1.
+	Replication int
 }
 
 // SASL names a SASL mechanism and its credentials.
@@ -162,15 +168,15 @@ type Cluster struct {
 	group        string
 	maxStaleness time.Duration
 
-	kfake *kfake.Cluster       // the in-process Kafka, nil on a real one
-	mini  *miniredis.Miniredis // the in-process Redis, nil on a real one
-	rdb   *redis.Client        // Redis, for FLUSHALL and the tier
-	tier  *redistier.Tier      // the final reads' and AddGroupMember's view of Redis
-	slow  *slowOrigin          // every node's loader goes through it
-	cuts  []*fault.Cutter      // node i's network to Kafka
-	cache []*client.Cache      // a client per node, stable across restarts
-	near  []*client.Cache      // a client with a near cache per node, stable across restarts
-	wconn *client.Writer       // a client of the writer, stable across restarts
+	kfake *kfake.Cluster        // the in-process Kafka, nil on a real one
+	mini  *miniredis.Miniredis  // the in-process Redis, nil on a real one
+	rdb   redis.UniversalClient // Redis, for FLUSHALL
+	tier  *redistier.Tier       // the final reads' and AddGroupMember's view of Redis
+	slow  *slowOrigin           // every node's loader goes through it
+	cuts  []*fault.Cutter       // node i's network to Kafka
+	cache []*client.Cache       // a client per node, stable across restarts
+	near  []*client.Cache       // a client with a near cache per node, stable across restarts
+	wconn *client.Writer        // a client of the writer, stable across restarts
 
 	pauseMu     sync.Mutex
 	resumeKafka func() // set while the in-process Kafka is paused
@@ -218,6 +224,7 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 		return c, err
 	}
 	c.emb, err = embedded.Start(embedded.Config{Nodes: cfg.Nodes, Brokers: env.Brokers, Kafka: kconn, RedisAddr: env.RedisAddr,
+		RedisCluster: env.RedisCluster, Replication: env.Replication,
 		RedisTLS: env.RedisTLS, RedisUsername: env.RedisUsername, RedisPassword: env.RedisPassword,
 		RedisPrefix: prefix, GroupID: c.group, Topic: "cwcheck-" + id, Partitions: cfg.Partitions, Logger: cfg.Logger,
 		Writer: func(wc *writer.Config) { wc.WaitTimeout = time.Second },
@@ -230,9 +237,15 @@ func StartCluster(ctx context.Context, env Env, cfg ClusterConfig) (c *Cluster, 
 	}
 	c.kfake, c.mini = c.emb.Kafka(), c.emb.Redis()
 	// rdb is the default user (FLUSHALL is no tier's command); the tier logs in as the nodes do.
-	c.rdb = redis.NewClient(&redis.Options{Addr: c.emb.RedisAddr, TLSConfig: env.RedisTLS})
-	if c.tier, err = redistier.New(redistier.Config{Addrs: []string{c.emb.RedisAddr}, TLS: env.RedisTLS,
-		Username: env.RedisUsername, Password: env.RedisPassword, KeyPrefix: prefix}); err != nil {
+	tc := redistier.Config{Addrs: []string{c.emb.RedisAddr}, TLS: env.RedisTLS,
+		Username: env.RedisUsername, Password: env.RedisPassword, KeyPrefix: prefix}
+	if len(env.RedisCluster) > 0 {
+		c.rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: env.RedisCluster, TLSConfig: env.RedisTLS})
+		tc.Addrs, tc.Cluster = env.RedisCluster, true
+	} else {
+		c.rdb = redis.NewClient(&redis.Options{Addr: c.emb.RedisAddr, TLSConfig: env.RedisTLS})
+	}
+	if c.tier, err = redistier.New(tc); err != nil {
 		return c, err
 	}
 	opts := []client.Option{client.WithTimeout(5 * time.Second), client.WithRetries(4, 100*time.Millisecond)}
@@ -346,6 +359,9 @@ func (c *Cluster) FlushRedis(ctx context.Context) error {
 	if c.mini != nil {
 		c.mini.FlushAll()
 		return nil
+	}
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.FlushAll(ctx).Err() })
 	}
 	return c.rdb.FlushAll(ctx).Err()
 }

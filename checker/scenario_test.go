@@ -19,7 +19,22 @@ func TestFaultScenarios(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Duration: 4 * time.Second, Outage: 1500 * time.Millisecond, MaxStaleness: time.Second}
+	runScenarios(t, env, Scenarios, Options{Duration: 4 * time.Second, Outage: 1500 * time.Millisecond, MaxStaleness: time.Second})
+}
+
+// TestClusterScenarios runs the faults of a 3-broker Kafka cluster and a Redis Cluster of 3
+// masters and 3 replicas (.ci/run's cluster stage starts both), with the same checks as
+// TestFaultScenarios.
+func TestClusterScenarios(t *testing.T) {
+	env, err := ClusterEnvFromTestEnv()
+	if err != nil {
+		t.Skip(err)
+	}
+	runScenarios(t, env, ClusterScenarios, Options{Duration: 4 * time.Second, Outage: 2 * time.Second, MaxStaleness: time.Second})
+}
+
+// runScenarios runs each scenario as a subtest and fails it on any violation the checker finds.
+func runScenarios(t *testing.T, env Env, scenarios []Scenario, o Options) {
 	if os.Getenv("CACHEWIRE_CHECK_LOG") != "" {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -30,7 +45,7 @@ func TestFaultScenarios(t *testing.T) {
 		}
 		o.Seed = seed
 	}
-	for _, sc := range Scenarios {
+	for _, sc := range scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()

@@ -35,6 +35,13 @@ type Config struct {
 	KafkaPort int
 	// RedisAddr, when set, is a real Redis; if empty, an in-process miniredis is started.
 	RedisAddr string
+	// RedisCluster, when set, are the seed addresses of a real Redis Cluster, used instead of
+	// RedisAddr (the nodes' tiers run in cluster mode).
+	RedisCluster []string
+	// Replication is the replication factor of the topic the writer creates on a real Kafka. If
+	// zero, 1; set 3 on a 3-broker cluster (with min.insync.replicas=2 and the writer's acks=all,
+	// a write then survives a broker lost).
+	Replication int
 	// RedisTLS, RedisUsername and RedisPassword are how the nodes connect to a real Redis (TLS,
 	// an ACL user); empty means plaintext as the default user, which the in-process one speaks.
 	RedisTLS                     *tls.Config
@@ -75,8 +82,10 @@ type Config struct {
 type Cluster struct {
 	// Brokers are the Kafka bootstrap addresses.
 	Brokers []string
-	// RedisAddr is the Redis address.
+	// RedisAddr is the Redis address (the first seed of RedisCluster when that is set).
 	RedisAddr string
+	// RedisCluster are the Redis Cluster's seed addresses, or nil.
+	RedisCluster []string
 	// Topic carries the change events.
 	Topic string
 	// WriterAddr is the writer's gRPC address; NodeAddrs the nodes' gRPC addresses. Restarts
@@ -114,7 +123,10 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if len(cfg.NodeAddrs) != 0 && len(cfg.NodeAddrs) != cfg.Nodes {
 		return nil, fmt.Errorf("embedded: %d node addresses for %d nodes", len(cfg.NodeAddrs), cfg.Nodes)
 	}
-	c = &Cluster{Brokers: cfg.Brokers, RedisAddr: cfg.RedisAddr, Topic: cfg.Topic, WriterAddr: cfg.WriterAddr, cfg: cfg}
+	if len(cfg.RedisCluster) > 0 {
+		cfg.RedisAddr = cfg.RedisCluster[0]
+	}
+	c = &Cluster{Brokers: cfg.Brokers, RedisAddr: cfg.RedisAddr, RedisCluster: cfg.RedisCluster, Topic: cfg.Topic, WriterAddr: cfg.WriterAddr, cfg: cfg}
 	defer func() {
 		if err != nil {
 			c.Close()

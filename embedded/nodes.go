@@ -25,10 +25,13 @@ func (c *Cluster) startNode(i int) (*node.Node, error) {
 	nc := node.Config{
 		NodeID: id, GRPCAddr: c.NodeAddrs[i], HTTPAddr: c.httpAddr(),
 		Brokers: c.Brokers, Kafka: c.cfg.Kafka, Topics: []string{c.Topic}, GroupID: c.cfg.GroupID,
-		L2: redistier.Config{Addrs: []string{c.RedisAddr}, KeyPrefix: c.cfg.RedisPrefix,
+		L2: redistier.Config{Addrs: []string{c.RedisAddr}, KeyPrefix: c.cfg.RedisPrefix, Cluster: len(c.RedisCluster) > 0,
 			TLS: c.cfg.RedisTLS, Username: c.cfg.RedisUsername, Password: c.cfg.RedisPassword},
 		Loader: loader, Policy: invalidation.RefreshHeld, SubscriberMaxWait: 100 * time.Millisecond,
 		Logger: c.cfg.Logger.With("component", id),
+	}
+	if len(c.RedisCluster) > 0 {
+		nc.L2.Addrs = c.RedisCluster
 	}
 	if c.cfg.Node != nil {
 		c.cfg.Node(i, &nc)

@@ -11,7 +11,7 @@ import (
 func (c *Cluster) startWriter() (*writer.Writer, error) {
 	wc := writer.Config{WriterID: "embedded-writer", DBPath: filepath.Join(c.dir, "writer.db"),
 		GRPCAddr: c.WriterAddr, HTTPAddr: c.httpAddr(), Brokers: c.Brokers, Kafka: c.cfg.Kafka, Topic: c.Topic, CreateTopic: true,
-		TopicPartitions: c.cfg.Partitions, Logger: c.cfg.Logger.With("component", "writer")}
+		TopicPartitions: c.cfg.Partitions, TopicReplication: max(c.cfg.Replication, 1), Logger: c.cfg.Logger.With("component", "writer")}
 	if c.cfg.Writer != nil {
 		c.cfg.Writer(&wc)
 	}

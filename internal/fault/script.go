@@ -43,14 +43,24 @@ func (s Script) Signal(sig syscall.Signal) error {
 	return syscall.Kill(pid, sig)
 }
 
-// Run runs the script with verb ("stop", "start", "restart") and returns its output on failure.
-func (s Script) Run(verb string) error {
+// Run runs the script with verb ("stop", "start", "restart") and its arguments (a cluster's
+// node: "kill 2") and returns its output on failure.
+func (s Script) Run(verb string, args ...string) error {
+	_, err := s.Output(verb, args...)
+	return err
+}
+
+// Output runs the script like Run and returns what it printed on its standard output.
+func (s Script) Output(verb string, args ...string) (string, error) {
 	if s == "" {
-		return ErrNoScript
+		return "", ErrNoScript
 	}
-	out, err := exec.Command(string(s), verb).CombinedOutput()
+	cmd := exec.Command(string(s), append([]string{verb}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", s, verb, err, out)
+		return "", fmt.Errorf("%s %s: %v\n%s%s", s, strings.Join(append([]string{verb}, args...), " "), err, out, stderr.String())
 	}
-	return nil
+	return strings.TrimSpace(string(out)), nil
 }

@@ -2,8 +2,12 @@ package node
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -122,4 +126,43 @@ func TestFreshnessIsBoundedByTheLastMetadataLookup(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestWatchEndsWhenPartitionsAreAdded: a near cache maps keys to partitions with the count its
+// stream started with, so the node ends every Watch stream (UNAVAILABLE, naming the change) when
+// the count changes, and a new stream starts with the new count.
+func TestWatchEndsWhenPartitionsAreAdded(t *testing.T) {
+	h := newHarness(t)
+	n := h.start(nil)
+	ctx := ctxT(t)
+	stream, err := n.client.Watch(ctx, &pb.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq uint64
+	if start := recvSeq(t, stream, &seq).GetStart(); start.GetTopics()[0].GetPartitions() != 3 {
+		t.Fatalf("start = %v", start)
+	}
+	if _, err := h.kafka.Client(t).CreatePartitions(ctx, &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: h.topic, Count: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue // heartbeats until the node notices
+		}
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "now has 5 partitions (had 3)") {
+			t.Fatalf("stream ended with %v, want UNAVAILABLE naming the new partition count", err)
+		}
+		break
+	}
+	again, err := n.client.Watch(ctx, &pb.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq = 0
+	if start := recvSeq(t, again, &seq).GetStart(); start.GetTopics()[0].GetPartitions() != 5 {
+		t.Fatalf("new stream's start = %v, want 5 partitions", start)
+	}
 }

@@ -1,6 +1,7 @@
 package invalidation
 
 import (
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -175,15 +176,12 @@ func ToProto(e *Event) *pb.ChangeEvent {
 
 // Decode parses a ChangeEvent from raw and validates it under l. Every error wraps ErrInvalidEvent.
 func Decode(raw []byte, l Limits) (Event, error) {
-	var m pb.ChangeEvent
-	if err := proto.Unmarshal(raw, &m); err != nil {
-		return Event{}, fmt.Errorf("%w: not a ChangeEvent: %w", ErrInvalidEvent, err)
+	e, err := decodeWire(raw)
+	if errors.Is(err, ErrInvalidEvent) {
+		return Event{}, err
 	}
-	e := FromProto(&m)
-	if m.CommittedAt != nil {
-		if err := m.CommittedAt.CheckValid(); err != nil {
-			return Event{}, fmt.Errorf("%w: key %q: committed_at: %w", ErrInvalidEvent, e.Key, err)
-		}
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: not a ChangeEvent: %w", ErrInvalidEvent, err)
 	}
 	if err := l.Validate(&e); err != nil {
 		return Event{}, err

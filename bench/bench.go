@@ -30,7 +30,7 @@ import (
 )
 
 // Scenarios, in the order they run.
-var Scenarios = []string{"read", "propagation", "apply", "writer", "outbox", "memory", "scaling", "isolation"}
+var Scenarios = []string{"read", "propagation", "fanout", "apply", "writer", "outbox", "memory", "scaling", "isolation"}
 
 // Config configures a run. Every field documents its zero-value default.
 type Config struct {
@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep: &Report{Date: time.Now(), Mode: mode, Command: cfg.Command, Machine: machine()}}
 	start := time.Now()
 	steps := map[string]func(context.Context) error{
-		"read": r.read, "propagation": r.propagation, "apply": r.apply, "writer": r.writer,
+		"read": r.read, "propagation": r.propagation, "fanout": r.fanout, "apply": r.apply, "writer": r.writer,
 		"outbox": r.outboxBench, "memory": r.memory, "scaling": r.scaling, "isolation": r.isolation,
 	}
 	for i, s := range cfg.Scenarios {

@@ -33,7 +33,7 @@ func TestSmokeEveryScenario(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
 	}
-	want := []string{"cached read", "propagation", "apply rate", "writer", "memory", "scaling"}
+	want := []string{"cached read", "propagation", "fan-out", "apply rate", "writer", "memory", "scaling"}
 	if cfg.PostgresDSN != "" {
 		want = append(want, "outbox")
 	} else {

@@ -42,7 +42,7 @@ var commands = []string{
 	"pttl",          // inside the apply script: a fill or drop never shortens a tombstone
 	"evalsha",       // every script call
 	"eval",          // the fallback when Redis does not hold a script (NOSCRIPT)
-	"script|load",   // ApplyBatch reloads the apply script (on every cluster node) after NOSCRIPT
+	"script|load",   // ApplyBatch reloads the scripts (on every cluster master) after NOSCRIPT
 	"cluster|slots", // cluster mode: the slot map
 	"command",       // cluster mode: go-redis reads command key positions and routing policies
 }

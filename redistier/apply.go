@@ -121,7 +121,8 @@ func (t *Tier) applyBatch(ctx context.Context, events []invalidation.Event, p in
 		}
 		cmds, err := run()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// Redis restarted or its scripts were flushed: load them (on every Cluster node) and retry.
+			// Redis restarted or its scripts were flushed: load them (on every Cluster master: a
+			// replica runs no script, and a slow one must not fail the apply) and retry.
 			if lerr := t.loadScript(ctx); lerr != nil {
 				return 0, 0, t.after(ctx, lerr)
 			}
@@ -179,7 +180,7 @@ func (t *Tier) applyBatch(ctx context.Context, events []invalidation.Event, p in
 
 func (t *Tier) loadScript(ctx context.Context) error {
 	if cc, ok := t.rdb.(*redis.ClusterClient); ok {
-		return cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return loadScripts(ctx, c) })
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return loadScripts(ctx, c) })
 	}
 	return loadScripts(ctx, t.rdb)
 }

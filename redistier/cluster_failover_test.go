@@ -56,6 +56,20 @@ func TestRedisClusterFailoverStartsNewEpochs(t *testing.T) {
 	// The replica has v5 (WAIT), then stops replicating: the tombstone reaches the master only.
 	mc := redis.NewClient(&redis.Options{Addr: master})
 	defer mc.Close()
+	rc := redis.NewClient(&redis.Options{Addr: replica})
+	defer rc.Close()
+	// A replica that rejoined (an earlier scenario's killed master) may still be syncing.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := rc.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s not in sync with its master within 30s: %v\n%s", replica, err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if n, err := mc.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n < 1 {
 		t.Fatalf("WAIT for the replica: %d %v", n, err)
 	}
@@ -98,13 +112,13 @@ func TestRedisClusterFailoverStartsNewEpochs(t *testing.T) {
 	if err := ctl.Run("failover-wait", mNode); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := redis.NewClient(&redis.Options{Addr: replica}).Get(ctx, tier.Key(key)).Result()
+	raw, err := rc.Get(ctx, tier.Key(key)).Result()
 	if err != nil || !strings.Contains(raw, "old") {
 		t.Fatalf("the promoted replica holds %q (%v): the test did not lose the tombstone", raw, err)
 	}
 	var e Entry
 	var found bool
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for {
 		e, found, err = tier.Get(ctx, key)
 		if err == nil || time.Now().After(deadline) {
@@ -135,17 +149,31 @@ func TestRedisClusterFailoverStartsNewEpochs(t *testing.T) {
 // nodesOf returns the master serving key's slot and one of its replicas.
 func nodesOf(t *testing.T, ctx context.Context, c *redis.ClusterClient, key string) (master, replica string) {
 	t.Helper()
-	slots, err := c.ClusterSlots(ctx).Result()
+	shards, err := c.ClusterShards(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := int(Slot(key))
-	for _, r := range slots {
-		if s >= r.Start && s <= r.End && len(r.Nodes) >= 2 {
-			return r.Nodes[0].Addr, r.Nodes[1].Addr
+	s := int64(Slot(key))
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if s < r.Start || s > r.End {
+				continue
+			}
+			for _, n := range sh.Nodes {
+				addr := net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+				switch {
+				case n.Role == "master":
+					master = addr
+				case n.Role == "replica":
+					replica = addr
+				}
+			}
+			if master != "" && replica != "" {
+				return master, replica
+			}
 		}
 	}
-	t.Fatalf("no master with a replica serves slot %d: %+v", s, slots)
+	t.Fatalf("no master with a replica serves slot %d: %+v", s, shards)
 	return "", ""
 }
 

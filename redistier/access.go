@@ -44,11 +44,12 @@ var commands = []string{
 	"eval",          // the fallback when Redis does not hold a script (NOSCRIPT)
 	"script|load",   // ApplyBatch reloads the scripts (on every cluster master) after NOSCRIPT
 	"cluster|slots", // cluster mode: the slot map
+	"cluster|myid",  // cluster mode: which node a connection reaches (its slots' epochs are stamped)
 	"command",       // cluster mode: go-redis reads command key positions and routing policies
 }
 
 // Commands returns the Redis commands the tier needs, as ACL command names ("script|load" is
-// the LOAD subcommand of SCRIPT). CLUSTER SLOTS and COMMAND are needed in cluster mode only;
+// the LOAD subcommand of SCRIPT). CLUSTER SLOTS, CLUSTER MYID and COMMAND are needed in cluster mode only;
 // HELLO and AUTH, which every client may run, are not listed. The tier never uses Pub/Sub,
 // READONLY (it reads from masters only) or any other command on the data servers.
 func Commands() []string { return append([]string(nil), commands...) }
@@ -57,7 +58,7 @@ func Commands() []string { return append([]string(nil), commands...) }
 // default "cw:"): the user's keys, no Pub/Sub channels, and exactly the commands in Commands.
 // Add "on >PASSWORD" (or "#SHA256") to make a usable user:
 //
-//	ACL SETUSER cw on >secret ~cw:* resetchannels -@all +ping +info +get +set +pttl +evalsha +eval +script|load +cluster|slots +command
+//	ACL SETUSER cw on >secret ~cw:* resetchannels -@all +ping +info +get +set +pttl +evalsha +eval +script|load +cluster|slots +cluster|myid +command
 //
 // A glob character in prefix (*, ?, [, \) is escaped. On Redis 7.2 and later go-redis also
 // sends CLIENT SETINFO on each connection; it ignores the refusal, which Redis records in ACL

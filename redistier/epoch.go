@@ -97,19 +97,27 @@ func (t *Tier) epoch(ctx context.Context, i int) (string, error) {
 }
 
 // runIDOf returns the run_id INFO server reports on cn, or "" (miniredis, or INFO denied).
-func runIDOf(ctx context.Context, c interface {
+func runIDOf(ctx context.Context, c infoer) string {
+	rid, _ := runID(ctx, c)
+	return rid
+}
+
+type infoer interface {
 	Info(ctx context.Context, section ...string) *redis.StringCmd
-}) string {
+}
+
+// runID returns the run_id INFO server reports on c ("" when it reports none), or INFO's error.
+func runID(ctx context.Context, c infoer) (string, error) {
 	info, err := c.Info(ctx, "server").Result()
 	if err != nil {
-		return ""
+		return "", err
 	}
 	for _, line := range strings.Split(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
-			return v
+			return v, nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // clusterNode watches one Redis Cluster node's server process for the tier. go-redis keeps a
@@ -124,6 +132,7 @@ type clusterNode struct {
 	client *redis.Client
 	mu     sync.Mutex             // one check at a time; the others wait for it
 	run    atomic.Pointer[string] // the run_id of the master process whose slots were stamped
+	id     atomic.Pointer[string] // the node's cluster id (CLUSTER MYID), once checked
 }
 
 type bypassKey struct{}
@@ -134,6 +143,7 @@ func (t *Tier) newClusterClient(opt *redis.Options) *redis.Client {
 	opt.OnConnect = n.onConnect
 	n.client = redis.NewClient(opt)
 	n.client.AddHook(n)
+	t.nodes.Store(n, struct{}{})
 	return n.client
 }
 
@@ -145,11 +155,16 @@ func (n *clusterNode) onConnect(ctx context.Context, cn *redis.Conn) error {
 }
 
 // check reads the process's run_id on c and, unless it is the one stamped, stamps its slots.
+// A node is known by its cluster id, not its address: go-redis may name it by another one
+// (a seed's host name for a loopback address, NAT).
 func (n *clusterNode) check(ctx context.Context, c stampConn) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ctx = context.WithValue(ctx, bypassKey{}, true)
-	rid := runIDOf(ctx, c)
+	rid, err := runID(ctx, c)
+	if err != nil {
+		return fmt.Errorf("redistier: reading the run_id of %s: %w", n.addr, err)
+	}
 	if rid == "" {
 		return nil // only a lost epoch key starts a new epoch (as on a single server)
 	}
@@ -157,7 +172,12 @@ func (n *clusterNode) check(ctx context.Context, c stampConn) error {
 		return nil
 	}
 	n.run.Store(nil)
-	owned, err := n.t.stampSlots(ctx, c, n.addr, rid)
+	id, err := c.ClusterMyID(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("redistier: reading the cluster id of %s: %w", n.addr, err)
+	}
+	n.id.Store(&id)
+	owned, err := n.t.stampSlots(ctx, c, n.addr, id, rid)
 	if err == nil && owned {
 		n.run.Store(&rid)
 	}
@@ -168,7 +188,14 @@ func (n *clusterNode) DialHook(next redis.DialHook) redis.DialHook { return next
 
 func (n *clusterNode) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if n.run.Load() == nil && cmd.Name() != "cluster" && ctx.Value(bypassKey{}) == nil {
+		if cmd.Name() == "cluster" {
+			err := next(ctx, cmd)
+			if sc, ok := cmd.(*redis.ClusterSlotsCmd); ok && err == nil && ctx.Value(bypassKey{}) == nil {
+				n.t.probe(ctx, sc.Val()) // go-redis read the slot map: before it is used
+			}
+			return err
+		}
+		if n.run.Load() == nil && ctx.Value(bypassKey{}) == nil {
 			if err := n.recheck(ctx); err != nil {
 				cmd.SetErr(err)
 				return err
@@ -198,27 +225,62 @@ func (n *clusterNode) recheck(ctx context.Context) error {
 	return n.check(ctx, n.client)
 }
 
+// probe runs on every slot map go-redis reads, before it uses it. A node stamped as a master
+// may have been demoted and promoted again since, with no restart (a manual failover, a
+// partition): the same process, so no new connection or run_id says so, yet it may lack writes
+// its master in between acknowledged. So each stamped node is checked again unless the map
+// names it a master and its first slot's epoch key still names its own process; a node that is
+// checked again stamps its slots (their epoch keys name another process, or none).
+func (t *Tier) probe(ctx context.Context, slots []redis.ClusterSlot) {
+	ctx = context.WithValue(ctx, bypassKey{}, true)
+	first := map[string]int{} // master id -> a slot it serves
+	for _, r := range slots {
+		if len(r.Nodes) > 0 {
+			if _, ok := first[r.Nodes[0].ID]; !ok {
+				first[r.Nodes[0].ID] = r.Start
+			}
+		}
+	}
+	t.nodes.Range(func(k, _ any) bool {
+		n := k.(*clusterNode)
+		run, id := n.run.Load(), n.id.Load()
+		if run == nil || id == nil {
+			return true
+		}
+		s, master := first[*id]
+		if master && s < len(t.epochKeys) {
+			v, err := n.client.Get(ctx, t.epochKeys[s]).Result()
+			if err == nil && len(v) > epochLen+1 && v[epochLen+1:] == *run {
+				return true
+			}
+		}
+		n.run.CompareAndSwap(run, nil)
+		return true
+	})
+}
+
 // stampConn is what stampSlots needs of a connection or a node's client.
 type stampConn interface {
 	Info(ctx context.Context, section ...string) *redis.StringCmd
 	ClusterSlots(ctx context.Context) *redis.ClusterSlotsCmd
+	ClusterMyID(ctx context.Context) *redis.StringCmd
 	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
 	redis.Scripter
 }
 
 // stampSlots stamps, as onConnect does for a single server, the epoch of every slot the master
-// at addr (the server process rid) serves, and reports whether it serves any. A replica
+// at addr (cluster id id, the server process rid) serves, and reports whether it serves any. A replica
 // promoted after its master died (which may have acknowledged writes it never replicated) is
 // another server process, so its slots begin new epochs, and entries from before are not
 // served. A replica, or a master the slot map names by another address, stamps nothing.
-func (t *Tier) stampSlots(ctx context.Context, c stampConn, addr, rid string) (bool, error) {
+func (t *Tier) stampSlots(ctx context.Context, c stampConn, addr, id, rid string) (bool, error) {
 	slots, err := c.ClusterSlots(ctx).Result()
 	if err != nil {
 		return false, fmt.Errorf("redistier: reading the slot map of %s: %w", addr, err)
 	}
 	var owned []int
 	for _, r := range slots {
-		if len(r.Nodes) == 0 || r.Nodes[0].Addr != addr {
+		if len(r.Nodes) == 0 || r.Nodes[0].ID != id {
 			continue
 		}
 		for s := r.Start; s <= r.End && s < len(t.epochKeys); s++ {

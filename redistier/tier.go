@@ -69,6 +69,7 @@ type Tier struct {
 	readSeq   atomic.Uint64
 	epochKeys []string
 	runID     atomic.Pointer[string] // of the server, read on the last connect
+	nodes     sync.Map               // cluster mode: *clusterNode -> struct{}, one per node client
 
 	hits, misses, fills, stale, errs, skipped atomic.Uint64
 	newEpochs, epochFills, oldReads           atomic.Uint64
@@ -133,6 +134,9 @@ func New(cfg Config) (*Tier, error) {
 			// a replica promoted after a failover starts new epochs for its slots.
 			co := uo.Cluster()
 			co.NewClient = t.newClusterClient
+			// Each slot map go-redis reads is probed for nodes demoted and promoted again
+			// (Tier.probe): read it more often than the minute go-redis defaults to.
+			co.ClusterStateReloadInterval = 10 * time.Second
 			t.rdb = redis.NewClusterClient(co)
 		} else {
 			t.rdb = redis.NewUniversalClient(uo)

@@ -359,12 +359,12 @@ func TestMutualTLS(t *testing.T) {
 
 // TestCheckAccessNamesTheMissingCommand: for every command the tier needs, a user without it
 // fails CheckAccess with ErrDenied, and the message names the command and the user. So the
-// rule is minimal: none of its commands can go. CLUSTER SLOTS and COMMAND are checked in
-// cluster mode (TestClusterTLSACL).
+// rule is minimal: none of its commands can go. CLUSTER SLOTS, CLUSTER MYID and COMMAND are
+// checked in cluster mode (TestClusterTLSACL).
 func TestCheckAccessNamesTheMissingCommand(t *testing.T) {
 	var users []string
 	for i, c := range Commands() {
-		if c == "cluster|slots" || c == "command" {
+		if c == "cluster|slots" || c == "cluster|myid" || c == "command" {
 			continue
 		}
 		users = append(users, userLine("lack"+strconv.Itoa(i), cwPass, ruleWithout(c)))
@@ -380,7 +380,7 @@ func TestCheckAccessNamesTheMissingCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, c := range Commands() {
-		if c == "cluster|slots" || c == "command" {
+		if c == "cluster|slots" || c == "cluster|myid" || c == "command" {
 			continue
 		}
 		user := "lack" + strconv.Itoa(i)
@@ -468,18 +468,19 @@ func TestCheckAccessClassifiesFailures(t *testing.T) {
 }
 
 // TestClusterTLSACL: a one-node Redis Cluster over TLS: the limited user works in cluster mode,
-// and CLUSTER SLOTS and COMMAND are needed there.
+// and CLUSTER SLOTS, CLUSTER MYID and COMMAND are needed there.
 func TestClusterTLSACL(t *testing.T) {
 	r := startSecureRedis(t, redisOpts{cluster: true, users: []string{
 		userLine("cw", cwPass, ACLRule(aclPrefix)),
 		userLine("noslots", cwPass, ruleWithout("cluster|slots")),
 		userLine("nocommand", cwPass, ruleWithout("command")),
+		userLine("nomyid", cwPass, ruleWithout("cluster|myid")),
 	}})
 	admin := r.Admin(t)
 	tier := tierFor(t, Config{Addrs: []string{r.Addr}, Cluster: true, Username: "cw", Password: cwPass, TLS: r.TLS(t, false)})
 	exercise(t, tier, admin)
 	noDenials(t, admin)
-	for user, cmd := range map[string]string{"noslots": "CLUSTER|SLOTS", "nocommand": "COMMAND"} {
+	for user, cmd := range map[string]string{"noslots": "CLUSTER|SLOTS", "nocommand": "COMMAND", "nomyid": "CLUSTER|MYID"} {
 		tier := tierFor(t, Config{Addrs: []string{r.Addr}, Cluster: true, Username: user, Password: cwPass, TLS: r.TLS(t, false)})
 		err := tier.CheckAccess(ctxT(t))
 		if !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "may not run "+cmd+" ") {

@@ -21,7 +21,8 @@
 #   scripts/redis.sh pid N            print node N's pid (N from 1)
 #   scripts/redis.sh kill N           SIGKILL node N (its data is gone: no persistence)
 #   scripts/redis.sh start-node N     start node N again (it rejoins, as a replica if it was
-#                                     failed over) and wait until the cluster is ok
+#                                     failed over) and wait until the cluster is ok and the
+#                                     node serves slots or replicates in sync
 #   scripts/redis.sh failover-wait N  wait until node N (killed) serves no slot: its replica was
 #                                     promoted, and every slot has a live master again
 #   scripts/redis.sh node-of PORT     print the node number listening on PORT
@@ -169,6 +170,20 @@ rfailover_wait() {
   echo "redis.sh: node $gone still owns slots after 30 s" >&2; return 1
 }
 
+# rwait_settled waits until node $1 serves slots as a master or is a replica in sync with its
+# master: a killed master that comes back empty first rejoins as a master of nothing, and only
+# then becomes a replica of the node that took its slots.
+rwait_settled() {
+  local p; p=$(rport "$1")
+  for _ in $(seq 1 300); do
+    if redis-cli -p "$p" info replication 2>/dev/null | tr -d '\r' | grep -q '^master_link_status:up'; then return 0; fi
+    if redis-cli -p "$p" cluster nodes 2>/dev/null | awk '$3 ~ /myself/ && $3 ~ /master/ && $9 != "" { f = 1 } END { exit !f }'; then return 0; fi
+    sleep 0.1
+  done
+  echo "redis.sh: node $1 neither serves slots nor replicates after 30 s:" >&2
+  redis-cli -p "$p" cluster nodes >&2; return 1
+}
+
 rnode_arg() {
   [[ "${1:-}" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$rnodes" ] || { echo "redis.sh: want a node number 1..$rnodes, got '${1:-}'" >&2; exit 2; }
 }
@@ -194,7 +209,7 @@ if [ "$rnodes" != 1 ]; then
     masters) rmasters ;;
     pid) rnode_arg "${2:-}"; rrunning "$2" && cat "$(rdir "$2")/redis.pid" ;;
     kill) rnode_arg "${2:-}"; rstop_node "$2" KILL; echo "redis.sh: node $2 killed" ;;
-    start-node) rnode_arg "${2:-}"; rstart_node "$2"; rwait_ok && echo "redis.sh: node $2 is back" ;;
+    start-node) rnode_arg "${2:-}"; rstart_node "$2"; rwait_ok && rwait_settled "$2" && echo "redis.sh: node $2 is back" ;;
     failover-wait) rnode_arg "${2:-}"; rfailover_wait "$2" ;;
     node-of) for i in $(seq 1 "$rnodes"); do [ "$(rport "$i")" = "${2:-}" ] && { echo "$i"; exit 0; }; done
       echo "redis.sh: no node listens on port ${2:-}" >&2; exit 1 ;;

@@ -123,6 +123,10 @@ type nearView struct {
 type nearTopic struct {
 	any   bool           // a key may be on any partition (Debezium)
 	fresh []atomic.Int64 // per partition: caught up as of (nanoseconds since base); 0: never
+	// counts are the partition counts a key's events may be placed under (WatchTopic's
+	// partition_counts, or its partitions alone): the key is as fresh as the stalest of its
+	// partitions under each.
+	counts []int
 }
 
 func newNearCache(cfg NearCacheConfig, api pb.CacheServiceClient, applied func(uint64)) (*nearCache, error) {
@@ -190,13 +194,20 @@ func (v *nearView) freshAsOf(key string) int64 {
 		if len(t.fresh) == 0 {
 			return 0
 		}
-		from, to := 0, len(t.fresh)
-		if !t.any {
-			from = invalidation.PartitionFor(key, len(t.fresh))
-			to = from + 1
+		if t.any {
+			for p := range t.fresh {
+				f := t.fresh[p].Load()
+				if f == 0 {
+					return 0
+				}
+				if oldest == 0 || f < oldest {
+					oldest = f
+				}
+			}
+			continue
 		}
-		for p := from; p < to; p++ {
-			f := t.fresh[p].Load()
+		for _, c := range t.counts {
+			f := t.fresh[invalidation.PartitionFor(key, c)].Load()
 			if f == 0 {
 				return 0
 			}
@@ -399,8 +410,18 @@ func (nc *nearCache) start(s *pb.WatchStart, at int64) error {
 		if t.GetPartitions() < 0 || t.GetPartitions() > 1<<20 {
 			return fmt.Errorf("client: near cache: topic %q has %d partitions", t.GetTopic(), t.GetPartitions())
 		}
+		nt := nearTopic{any: t.GetAnyPartition(), fresh: make([]atomic.Int64, t.GetPartitions())}
+		for _, c := range t.GetPartitionCounts() {
+			if c <= 0 || c > t.GetPartitions() {
+				return fmt.Errorf("client: near cache: topic %q has partition count %d in its history, %d partitions now", t.GetTopic(), c, t.GetPartitions())
+			}
+			nt.counts = append(nt.counts, int(c))
+		}
+		if len(nt.counts) == 0 && t.GetPartitions() > 0 {
+			nt.counts = []int{int(t.GetPartitions())}
+		}
 		v.index[t.GetTopic()] = len(v.topics)
-		v.topics = append(v.topics, nearTopic{any: t.GetAnyPartition(), fresh: make([]atomic.Int64, t.GetPartitions())})
+		v.topics = append(v.topics, nt)
 	}
 	if v.maxStale <= 0 {
 		return errors.New("client: near cache: the node's max_staleness is not positive")

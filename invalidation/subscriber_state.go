@@ -107,6 +107,14 @@ func (s *Subscriber) KeyPartitions(topic, key string, dst []int) []int {
 	return dst
 }
 
+// PartitionCounts returns the partition counts of topic seen since the subscriber started (or
+// since the topic shrank), oldest first: KeyPartitions maps a key under each.
+func (s *Subscriber) PartitionCounts(topic string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.history[topic]...)
+}
+
 // Stats returns a snapshot of the counters.
 func (s *Subscriber) Stats() SubscriberStats {
 	return SubscriberStats{

@@ -28,7 +28,7 @@ func decodeWire(b []byte) (Event, error) {
 	var secs, nanos int64
 	hasTime := false
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return Event{}, protowire.ParseError(n)
 		}
@@ -105,10 +105,20 @@ func decodeWire(b []byte) (Event, error) {
 	return e, nil
 }
 
+// consumeTag is protowire.ConsumeTag that also refuses field numbers above the largest valid
+// one (2^29-1), as proto.Unmarshal does.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && num > protowire.MaxValidNumber {
+		return 0, 0, -2 // protowire's errCodeFieldNumber: "invalid field number"
+	}
+	return num, typ, n
+}
+
 // decodeTimestamp merges a google.protobuf.Timestamp into secs and nanos.
 func decodeTimestamp(b []byte, secs, nanos *int64) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
@@ -138,7 +148,7 @@ func decodeTimestamp(b []byte, secs, nanos *int64) error {
 // decodeMapEntry parses one entry of a map<string, string>.
 func decodeMapEntry(b []byte) (k, v string, err error) {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return "", "", protowire.ParseError(n)
 		}

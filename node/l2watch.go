@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/invalidation"
 )
 
 // L2 freshness. Redis is updated by the shared consumer group, which may lag behind this node's
@@ -171,7 +173,15 @@ func (n *Node) l2Fresh(key string) bool {
 	}
 	var buf [4]int
 	for _, topic := range n.cfg.Topics {
-		for _, p := range n.sub.KeyPartitions(topic, key, buf[:0]) {
+		ps := n.sub.KeyPartitions(topic, key, buf[:0])
+		if n.cfg.TopicFormats[topic].Format == invalidation.FormatDebezium {
+			// Debezium places records by its own key: the key's change may be on any partition.
+			ps = ps[:0]
+			for p := range n.sub.NumPartitions(topic) {
+				ps = append(ps, p)
+			}
+		}
+		for _, p := range ps {
 			st, ok := n.l2parts[tp{topic, p}]
 			if !ok || st.caughtUpAt.IsZero() || now.Sub(st.caughtUpAt) > n.cfg.MaxStaleness {
 				return false

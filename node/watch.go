@@ -218,8 +218,12 @@ func (n *Node) positions() []*pb.WatchPosition {
 func (n *Node) watchStart() *pb.WatchResponse {
 	start := &pb.WatchStart{NodeId: n.cfg.NodeID, MaxStaleness: durationpb.New(n.cfg.MaxStaleness)}
 	for _, topic := range n.cfg.Topics {
-		start.Topics = append(start.Topics, &pb.WatchTopic{Topic: topic, Partitions: int32(n.sub.NumPartitions(topic)),
-			AnyPartition: n.cfg.TopicFormats[topic].Format == invalidation.FormatDebezium})
+		wt := &pb.WatchTopic{Topic: topic, Partitions: int32(n.sub.NumPartitions(topic)),
+			AnyPartition: n.cfg.TopicFormats[topic].Format == invalidation.FormatDebezium}
+		for _, c := range n.sub.PartitionCounts(topic) {
+			wt.PartitionCounts = append(wt.PartitionCounts, int32(c))
+		}
+		start.Topics = append(start.Topics, wt)
 	}
 	start.Uptime, start.Now = durationpb.New(time.Since(n.born)), timestamppb.Now()
 	start.Positions = n.positions()

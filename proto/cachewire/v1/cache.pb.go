@@ -1137,9 +1137,15 @@ type WatchTopic struct {
 	// any_partition is true when a key's events may be on any partition (a Debezium topic, whose
 	// records are placed by Debezium's own key): the key is as fresh as the topic's stalest
 	// partition. Otherwise a key's events are on the partition Murmur2 picks for it.
-	AnyPartition  bool `protobuf:"varint,3,opt,name=any_partition,json=anyPartition,proto3" json:"any_partition,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AnyPartition bool `protobuf:"varint,3,opt,name=any_partition,json=anyPartition,proto3" json:"any_partition,omitempty"`
+	// partition_counts are the partition counts the node has seen for the topic since it started
+	// (up to 4, oldest first, the current one last), when partitions were added. A producer whose
+	// metadata is older still writes a key to its partition under an older count, so a key is as
+	// fresh as the stalest of its partitions under all of them. Empty from nodes before this
+	// field: only partitions.
+	PartitionCounts []int32 `protobuf:"varint,4,rep,packed,name=partition_counts,json=partitionCounts,proto3" json:"partition_counts,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WatchTopic) Reset() {
@@ -1191,6 +1197,13 @@ func (x *WatchTopic) GetAnyPartition() bool {
 		return x.AnyPartition
 	}
 	return false
+}
+
+func (x *WatchTopic) GetPartitionCounts() []int32 {
+	if x != nil {
+		return x.PartitionCounts
+	}
+	return nil
 }
 
 // WatchPosition is one partition's position in the node's L1 subscriber.
@@ -1703,14 +1716,15 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\x06events\x18\x03 \x01(\v2\x19.cachewire.v1.WatchEventsH\x00R\x06events\x12<\n" +
 	"\theartbeat\x18\x04 \x01(\v2\x1c.cachewire.v1.WatchHeartbeatH\x00R\theartbeat\x120\n" +
 	"\x05reset\x18\x05 \x01(\v2\x18.cachewire.v1.WatchResetH\x00R\x05resetB\x06\n" +
-	"\x04body\"g\n" +
+	"\x04body\"\x92\x01\n" +
 	"\n" +
 	"WatchTopic\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x02 \x01(\x05R\n" +
 	"partitions\x12#\n" +
-	"\rany_partition\x18\x03 \x01(\bR\fanyPartition\"\xd8\x01\n" +
+	"\rany_partition\x18\x03 \x01(\bR\fanyPartition\x12)\n" +
+	"\x10partition_counts\x18\x04 \x03(\x05R\x0fpartitionCounts\"\xd8\x01\n" +
 	"\rWatchPosition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +

@@ -247,6 +247,19 @@ func (c *Cache) Stats(ctx context.Context) (*pb.StatsResponse, error) {
 	return resp, err
 }
 
+// Explain reports what the node knows about key: its partitions and their freshness, whether
+// the node vouches for it, what L1 and L2 hold, and the last event the node applied for it.
+// With origin, the node also reads key from its origin (storing the answer nowhere) and
+// reports the origin's version. It changes nothing; cachectl explain prints it.
+func (c *Cache) Explain(ctx context.Context, key string, origin bool) (*pb.ExplainResponse, error) {
+	var resp *pb.ExplainResponse
+	err := c.c.call(ctx, "Explain", true, func(ctx context.Context) (err error) {
+		resp, err = c.api.Explain(ctx, &pb.ExplainRequest{Key: key, Origin: origin})
+		return err
+	})
+	return resp, err
+}
+
 // Health returns nil when the node reports SERVING, and an error matching ErrUnavailable when it
 // is still positioning itself, draining, or unreachable.
 func (c *Cache) Health(ctx context.Context) error {

@@ -44,6 +44,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 				if failures == 1 || failures%20 == 0 {
 					log.Warn("cannot reach partition leader; retrying", "err", err, "attempts", failures)
 				}
+				s.failed(tp, "cannot reach the partition leader", err)
 				retry.Sleep(ctx, backoff.Next())
 				continue
 			}
@@ -65,6 +66,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 					log.Warn("cannot resolve the starting offset; reconnecting", "resolving", offsetName(offset),
 						"err", err, "attempts", failures)
 				}
+				s.failed(tp, "cannot resolve the starting offset", err)
 				conn.Close()
 				conn = nil
 				retry.Sleep(ctx, backoff.Next())
@@ -131,6 +133,7 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			backoff.Reset()
 			s.update(tp, func(st *PartitionState) {
 				st.Offset, st.HighWatermark = offset, hwm
+				st.LastError, st.LastErrorAt = "", time.Time{}
 				if offset >= hwm {
 					st.CaughtUpAt = fetchStart
 				}
@@ -160,11 +163,19 @@ func (s *Subscriber) runPartition(ctx context.Context, tp topicPartition, start 
 			if failures == 1 || failures%20 == 0 {
 				log.Warn("fetch failed; reconnecting", "err", err, "offset", offset, "attempts", failures)
 			}
+			s.failed(tp, "fetch failed", err)
 			conn.Close()
 			conn = nil
 			retry.Sleep(ctx, backoff.Next())
 		}
 	}
+}
+
+// failed records a failure to read tp, for PartitionState.LastError.
+func (s *Subscriber) failed(tp topicPartition, what string, err error) {
+	msg := what + ": " + err.Error()
+	now := time.Now()
+	s.update(tp, func(st *PartitionState) { st.LastError, st.LastErrorAt = msg, now })
 }
 
 func (s *Subscriber) dial(ctx context.Context, tp topicPartition) (*kafka.Conn, error) {

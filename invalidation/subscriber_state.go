@@ -18,6 +18,10 @@ type PartitionState struct {
 	// CaughtUpAt is the start of the last fetch that found the partition read to its log end:
 	// every event published before that moment has been applied. Zero until the first one.
 	CaughtUpAt time.Time
+	// LastError is the last failure to read the partition (cannot reach its leader, a fetch
+	// failed), kept until a fetch succeeds; empty while fetches succeed. LastErrorAt is when.
+	LastError   string
+	LastErrorAt time.Time
 }
 
 // SubscriberStats are a Subscriber's counters.

@@ -170,6 +170,19 @@ func (c *Cache) GetSampled(key string, now time.Time) (Item, bool) {
 	return Item{Value: e.value, Version: e.version, Missing: e.negative, Leased: e.leased}, true
 }
 
+// Peek reports what the tier holds for key without marking it used or counting a read: the
+// value, when one is held (ok), and the tier's state (a value or a tombstone). It is for
+// inspection (the node's Explain); reads use Get.
+func (c *Cache) Peek(key string) (it Item, ok bool, st invalidation.State) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st = c.c.state(key)
+	if e, found := c.c.values.Peek(key); found && st.Known && !st.Tombstone {
+		return Item{Value: e.value, Version: e.version, Missing: e.negative, Leased: e.leased}, true, st
+	}
+	return Item{}, false, st
+}
+
 // State reports the highest version the tier has seen for key, from a value or a tombstone.
 func (c *Cache) State(key string) invalidation.State {
 	c.mu.Lock()

@@ -26,13 +26,14 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	l1    *lru.Cache
-	l2    l2Tier // nil without Redis
-	sub   *invalidation.Subscriber
-	group *invalidation.GroupApplier // nil without Redis
-	pub   *invalidation.Publisher
-	m     *metrics
-	watch *watchHub // the Watch streams of near caches
+	l1     *lru.Cache
+	l2     l2Tier // nil without Redis
+	sub    *invalidation.Subscriber
+	group  *invalidation.GroupApplier // nil without Redis
+	pub    *invalidation.Publisher
+	m      *metrics
+	watch  *watchHub // the Watch streams of near caches
+	recent *recent   // the last event L1 applied for recent keys, for Explain
 
 	srv serving.Ref // the serving surface Start builds
 
@@ -69,6 +70,7 @@ type Node struct {
 // l2Tier is what the node needs of the Redis tier (*redistier.Tier).
 type l2Tier interface {
 	Get(ctx context.Context, key string) (redistier.Entry, bool, error)
+	Peek(ctx context.Context, key string) (redistier.Entry, bool, error)
 	BeginFill(ctx context.Context, key string) redistier.FillToken
 	BeginLease(ctx context.Context, key string) (redistier.Lease, error)
 	FillLeased(ctx context.Context, l redistier.Lease, key string, value []byte, missing bool) (bool, error)
@@ -87,7 +89,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{},
-		watch: newWatchHub()}
+		watch: newWatchHub(), recent: newRecent()}
 	n.born = time.Now()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.freshAt, n.l2Trusted = n.freshAsOf, n.l2Fresh
@@ -170,6 +172,7 @@ func (n *Node) applyEvents(topic string, partition int, events []invalidation.Ev
 	n.m.evApplied.Add(float64(applied))
 	n.m.evIgnored.Add(float64(ignored))
 	now := time.Now()
+	n.recent.record(topic, partition, events, now)
 	for i := range events {
 		if t := events[i].CommittedAt; !t.IsZero() {
 			n.m.applyLatency.Observe(now.Sub(t).Seconds())

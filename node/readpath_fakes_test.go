@@ -156,6 +156,15 @@ func (m *memL2) Get(_ context.Context, key string) (redistier.Entry, bool, error
 	return redistier.Entry{Version: e.version, Value: e.value, Missing: e.kind == 'N', Leased: e.leased}, true, nil
 }
 
+// Peek is Get for inspection: whatever the entry is, found when there is one.
+func (m *memL2) Peek(ctx context.Context, key string) (redistier.Entry, bool, error) {
+	e, _, err := m.Get(ctx, key)
+	m.mu.Lock()
+	_, ok := m.entries[key]
+	m.mu.Unlock()
+	return e, ok && err == nil, err
+}
+
 func (m *memL2) BeginFill(context.Context, string) redistier.FillToken {
 	m.mu.Lock()
 	defer m.mu.Unlock()

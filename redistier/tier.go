@@ -253,6 +253,34 @@ func (t *Tier) Get(ctx context.Context, key string) (e Entry, found bool, err er
 	return e, true, nil
 }
 
+// Peek returns what Redis holds for key, for inspection (the node's Explain): unlike Get it
+// returns tombstones, cached "not found" answers and entries of an older epoch as they are
+// (OldEpoch set, Value nil), and counts no hit or miss. found is false when Redis holds nothing
+// for key.
+func (t *Tier) Peek(ctx context.Context, key string) (e Entry, found bool, err error) {
+	if err := t.before(); err != nil {
+		return Entry{}, false, err
+	}
+	raw, err := t.rdb.Get(ctx, t.Key(key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Entry{}, false, nil
+	}
+	if err != nil {
+		return Entry{}, false, t.after(ctx, err)
+	}
+	if e, err = decode(raw); err != nil {
+		return Entry{}, false, fmt.Errorf("redistier: key %q: %w", key, err)
+	}
+	cur, err := t.epoch(ctx, t.epochIndex(key))
+	if err != nil {
+		return Entry{}, false, err
+	}
+	if e.OldEpoch || e.epoch != cur {
+		e.OldEpoch, e.Value = true, nil
+	}
+	return e, true, nil
+}
+
 func decode(raw []byte) (Entry, error) {
 	if len(raw) < 21 {
 		return Entry{}, fmt.Errorf("entry of %d bytes is too short", len(raw))

@@ -8,6 +8,7 @@
 //	cachectl evict KEY                          every node drops KEY's value, keeping its version
 //	cachectl stats                              a node's counters
 //	cachectl lag                                a node's per-partition position and freshness
+//	cachectl explain KEY [--nodes A,B,..]       where is my write: per node, the tiers' versions, freshness, last event and a verdict
 //	cachectl tail [--from-beginning] [--count N] [--until-end]   print change events
 //	cachectl health [--writer]                  exit 0 when the node (or the writer) reports SERVING
 //	cachectl certs --dir DIR [--server N,..] [--client N,..] [--secrets N,..] [--redis-acl F]   CA, certificates, passwords (kept when present)
@@ -70,6 +71,7 @@ func init() {
 		{"evict", "KEY", "every node, and Redis, drops KEY's value and keeps its version; needs no version", cmdEvict},
 		{"stats", "", "a node's counters", cmdStats},
 		{"lag", "", "a node's per-partition position and freshness", cmdLag},
+		{"explain", "KEY [--nodes ADDR,..] [--no-origin]", "where is KEY's last write: the origin's version and, per node, L1 and L2, the partition's freshness, the last event applied (offset, version, source, committed_at, trace id) and a verdict: fresh, behind by N versions, or not vouching (and why)", cmdExplain},
 		{"tail", "[--from-beginning] [--count N] [--until-end]", "print change events with partition and offset", cmdTail},
 		{"health", "[--writer]", "exit 0 when the node (or the writer) reports SERVING", cmdHealth},
 		{"certs", "--dir DIR [--server N,..] [--client N,..] [--secrets N,..] [--redis-acl FILE] [--group GID] [--renew N,..|all]", "make a CA, server and client certificates, passwords and a Redis ACL file in DIR (docker-compose.secure.yml); keeps what is there and still good", cmdCerts},

@@ -784,7 +784,12 @@ type PartitionFreshness struct {
 	L2CommittedOffset int64 `protobuf:"varint,6,opt,name=l2_committed_offset,json=l2CommittedOffset,proto3" json:"l2_committed_offset,omitempty"`
 	// l2_caught_up_at is when the L2 group had last applied everything L1 had; the node serves
 	// from Redis only while that is within max_staleness.
-	L2CaughtUpAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=l2_caught_up_at,json=l2CaughtUpAt,proto3" json:"l2_caught_up_at,omitempty"`
+	L2CaughtUpAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=l2_caught_up_at,json=l2CaughtUpAt,proto3" json:"l2_caught_up_at,omitempty"`
+	// last_error is the L1 subscriber's last failure to read the partition (cannot reach the
+	// leader, fetch failed), kept until a read succeeds; empty while reads succeed.
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// last_error_at is when last_error happened.
+	LastErrorAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -864,6 +869,20 @@ func (x *PartitionFreshness) GetL2CommittedOffset() int64 {
 func (x *PartitionFreshness) GetL2CaughtUpAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.L2CaughtUpAt
+	}
+	return nil
+}
+
+func (x *PartitionFreshness) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *PartitionFreshness) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
 	}
 	return nil
 }
@@ -1639,6 +1658,514 @@ func (x *WatchReset) GetReason() string {
 	return ""
 }
 
+type ExplainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// origin asks the node to read the key from its origin too (bounded by its loader timeout),
+	// bypassing its tiers; the answer is not stored anywhere.
+	Origin        bool `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ExplainRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetOrigin() bool {
+	if x != nil {
+		return x.Origin
+	}
+	return false
+}
+
+// TierEntry is what one tier holds for a key.
+type TierEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// present is false when the tier holds neither a value nor a tombstone for the key.
+	Present bool `protobuf:"varint,1,opt,name=present,proto3" json:"present,omitempty"`
+	// version is the version of the value or of the tombstone.
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// tombstone: the tier holds only the version (the key was deleted, invalidated or evicted at
+	// it), no value.
+	Tombstone bool `protobuf:"varint,3,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	// missing: the tier holds the origin's "not found" at version.
+	Missing bool `protobuf:"varint,4,opt,name=missing,proto3" json:"missing,omitempty"`
+	// leased: the value came from a versionless origin, stored under a lease at version.
+	Leased bool `protobuf:"varint,5,opt,name=leased,proto3" json:"leased,omitempty"`
+	// old_epoch: an L2 entry written before Redis's current epoch began; never served.
+	OldEpoch   bool   `protobuf:"varint,6,opt,name=old_epoch,json=oldEpoch,proto3" json:"old_epoch,omitempty"`
+	ValueBytes uint32 `protobuf:"varint,7,opt,name=value_bytes,json=valueBytes,proto3" json:"value_bytes,omitempty"`
+	// error: the tier could not be read (L2 only).
+	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TierEntry) Reset() {
+	*x = TierEntry{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TierEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TierEntry) ProtoMessage() {}
+
+func (x *TierEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TierEntry.ProtoReflect.Descriptor instead.
+func (*TierEntry) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TierEntry) GetPresent() bool {
+	if x != nil {
+		return x.Present
+	}
+	return false
+}
+
+func (x *TierEntry) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *TierEntry) GetTombstone() bool {
+	if x != nil {
+		return x.Tombstone
+	}
+	return false
+}
+
+func (x *TierEntry) GetMissing() bool {
+	if x != nil {
+		return x.Missing
+	}
+	return false
+}
+
+func (x *TierEntry) GetLeased() bool {
+	if x != nil {
+		return x.Leased
+	}
+	return false
+}
+
+func (x *TierEntry) GetOldEpoch() bool {
+	if x != nil {
+		return x.OldEpoch
+	}
+	return false
+}
+
+func (x *TierEntry) GetValueBytes() uint32 {
+	if x != nil {
+		return x.ValueBytes
+	}
+	return 0
+}
+
+func (x *TierEntry) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// AppliedEvent is the last event the node's L1 subscriber applied for a key (applied or ignored
+// as not newer than what L1 held).
+type AppliedEvent struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Topic       string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition   int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset      int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Version     uint64                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	Op          Op                     `protobuf:"varint,5,opt,name=op,proto3,enum=cachewire.v1.Op" json:"op,omitempty"`
+	Source      string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	CommittedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
+	// trace_id is the W3C trace id the event carried (hex), empty when it carried none.
+	TraceId       string                 `protobuf:"bytes,8,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	AppliedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=applied_at,json=appliedAt,proto3" json:"applied_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppliedEvent) Reset() {
+	*x = AppliedEvent{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppliedEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppliedEvent) ProtoMessage() {}
+
+func (x *AppliedEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppliedEvent.ProtoReflect.Descriptor instead.
+func (*AppliedEvent) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AppliedEvent) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *AppliedEvent) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *AppliedEvent) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *AppliedEvent) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *AppliedEvent) GetOp() Op {
+	if x != nil {
+		return x.Op
+	}
+	return Op_OP_UNSPECIFIED
+}
+
+func (x *AppliedEvent) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *AppliedEvent) GetCommittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommittedAt
+	}
+	return nil
+}
+
+func (x *AppliedEvent) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *AppliedEvent) GetAppliedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AppliedAt
+	}
+	return nil
+}
+
+// OriginVersion is the origin's answer for a key, read for Explain.
+type OriginVersion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Found bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	// version is the value's version, or (found false) the deletion's, 0 for a key never written.
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// versionless: the origin cannot say which version it returned.
+	Versionless bool `protobuf:"varint,3,opt,name=versionless,proto3" json:"versionless,omitempty"`
+	// error: the origin could not be read, or the node has none (cache-aside).
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OriginVersion) Reset() {
+	*x = OriginVersion{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OriginVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OriginVersion) ProtoMessage() {}
+
+func (x *OriginVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OriginVersion.ProtoReflect.Descriptor instead.
+func (*OriginVersion) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *OriginVersion) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *OriginVersion) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *OriginVersion) GetVersionless() bool {
+	if x != nil {
+		return x.Versionless
+	}
+	return false
+}
+
+func (x *OriginVersion) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ExplainResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Key    string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// ready is false while the node is starting or shutting down (its reads get UNAVAILABLE).
+	Ready bool `protobuf:"varint,3,opt,name=ready,proto3" json:"ready,omitempty"`
+	// vouching is true when the node serves key from its tiers: it is ready and every partition
+	// that can hold key was caught up within max_staleness. When false, reads go to the origin
+	// (or answer stale=true without one), and not_vouching says why.
+	Vouching    bool   `protobuf:"varint,4,opt,name=vouching,proto3" json:"vouching,omitempty"`
+	NotVouching string `protobuf:"bytes,5,opt,name=not_vouching,json=notVouching,proto3" json:"not_vouching,omitempty"`
+	// fresh_as_of is when the node was last caught up with every partition that can hold key.
+	FreshAsOf    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=fresh_as_of,json=freshAsOf,proto3" json:"fresh_as_of,omitempty"`
+	MaxStaleness *durationpb.Duration   `protobuf:"bytes,7,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"`
+	// now is the node's clock when it answered: read fresh_as_of against it.
+	Now *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=now,proto3" json:"now,omitempty"`
+	// partitions are the partitions that can hold key (one per topic, more after partitions were
+	// added, every partition of a Debezium topic).
+	Partitions []*PartitionFreshness `protobuf:"bytes,9,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	L1         *TierEntry            `protobuf:"bytes,10,opt,name=l1,proto3" json:"l1,omitempty"`
+	// l2 is unset on a node without Redis.
+	L2 *TierEntry `protobuf:"bytes,11,opt,name=l2,proto3" json:"l2,omitempty"`
+	// l2_trusted is true when the node serves key from Redis (the L2 group has applied what L1
+	// has, within max_staleness, and Redis may not lack a version the node served).
+	L2Trusted bool `protobuf:"varint,12,opt,name=l2_trusted,json=l2Trusted,proto3" json:"l2_trusted,omitempty"`
+	// last_event is unset when the node remembers no event for key: none since it started, or
+	// its slot in the node's table of recent events went to a later key.
+	LastEvent *AppliedEvent `protobuf:"bytes,13,opt,name=last_event,json=lastEvent,proto3" json:"last_event,omitempty"`
+	// origin is set when the request asked for it.
+	Origin        *OriginVersion `protobuf:"bytes,14,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_cachewire_v1_cache_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cachewire_v1_cache_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_cachewire_v1_cache_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ExplainResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *ExplainResponse) GetVouching() bool {
+	if x != nil {
+		return x.Vouching
+	}
+	return false
+}
+
+func (x *ExplainResponse) GetNotVouching() string {
+	if x != nil {
+		return x.NotVouching
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetFreshAsOf() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FreshAsOf
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetMaxStaleness() *durationpb.Duration {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetPartitions() []*PartitionFreshness {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetL1() *TierEntry {
+	if x != nil {
+		return x.L1
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetL2() *TierEntry {
+	if x != nil {
+		return x.L2
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetL2Trusted() bool {
+	if x != nil {
+		return x.L2Trusted
+	}
+	return false
+}
+
+func (x *ExplainResponse) GetLastEvent() *AppliedEvent {
+	if x != nil {
+		return x.LastEvent
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetOrigin() *OriginVersion {
+	if x != nil {
+		return x.Origin
+	}
+	return nil
+}
+
 var File_cachewire_v1_cache_proto protoreflect.FileDescriptor
 
 const file_cachewire_v1_cache_proto_rawDesc = "" +
@@ -1688,7 +2215,7 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\tevictions\x18\x06 \x03(\v2&.cachewire.v1.TierStats.EvictionsEntryR\tevictions\x1a<\n" +
 	"\x0eEvictionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb8\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x97\x03\n" +
 	"\x12PartitionFreshness\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -1697,7 +2224,10 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"\fcaught_up_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"caughtUpAt\x12.\n" +
 	"\x13l2_committed_offset\x18\x06 \x01(\x03R\x11l2CommittedOffset\x12A\n" +
-	"\x0fl2_caught_up_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fl2CaughtUpAt\"\xd4\x02\n" +
+	"\x0fl2_caught_up_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fl2CaughtUpAt\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12>\n" +
+	"\rlast_error_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\"\xd4\x02\n" +
 	"\rStatsResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x02l1\x18\x02 \x01(\v2\x17.cachewire.v1.TierStatsR\x02l1\x12'\n" +
@@ -1759,12 +2289,61 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"WatchReset\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*G\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\":\n" +
+	"\x0eExplainRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\bR\x06origin\"\xe3\x01\n" +
+	"\tTierEntry\x12\x18\n" +
+	"\apresent\x18\x01 \x01(\bR\apresent\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1c\n" +
+	"\ttombstone\x18\x03 \x01(\bR\ttombstone\x12\x18\n" +
+	"\amissing\x18\x04 \x01(\bR\amissing\x12\x16\n" +
+	"\x06leased\x18\x05 \x01(\bR\x06leased\x12\x1b\n" +
+	"\told_epoch\x18\x06 \x01(\bR\boldEpoch\x12\x1f\n" +
+	"\vvalue_bytes\x18\a \x01(\rR\n" +
+	"valueBytes\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"\xc3\x02\n" +
+	"\fAppliedEvent\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12 \n" +
+	"\x02op\x18\x05 \x01(\x0e2\x10.cachewire.v1.OpR\x02op\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12=\n" +
+	"\fcommitted_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x19\n" +
+	"\btrace_id\x18\b \x01(\tR\atraceId\x129\n" +
+	"\n" +
+	"applied_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\"w\n" +
+	"\rOriginVersion\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12 \n" +
+	"\vversionless\x18\x03 \x01(\bR\vversionless\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xde\x04\n" +
+	"\x0fExplainResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05ready\x18\x03 \x01(\bR\x05ready\x12\x1a\n" +
+	"\bvouching\x18\x04 \x01(\bR\bvouching\x12!\n" +
+	"\fnot_vouching\x18\x05 \x01(\tR\vnotVouching\x12:\n" +
+	"\vfresh_as_of\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tfreshAsOf\x12>\n" +
+	"\rmax_staleness\x18\a \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12,\n" +
+	"\x03now\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12@\n" +
+	"\n" +
+	"partitions\x18\t \x03(\v2 .cachewire.v1.PartitionFreshnessR\n" +
+	"partitions\x12'\n" +
+	"\x02l1\x18\n" +
+	" \x01(\v2\x17.cachewire.v1.TierEntryR\x02l1\x12'\n" +
+	"\x02l2\x18\v \x01(\v2\x17.cachewire.v1.TierEntryR\x02l2\x12\x1d\n" +
+	"\n" +
+	"l2_trusted\x18\f \x01(\bR\tl2Trusted\x129\n" +
+	"\n" +
+	"last_event\x18\r \x01(\v2\x1a.cachewire.v1.AppliedEventR\tlastEvent\x123\n" +
+	"\x06origin\x18\x0e \x01(\v2\x1b.cachewire.v1.OriginVersionR\x06origin*G\n" +
 	"\x04Tier\x12\x14\n" +
 	"\x10TIER_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aTIER_L1\x10\x01\x12\v\n" +
 	"\aTIER_L2\x10\x02\x12\x0f\n" +
-	"\vTIER_ORIGIN\x10\x032\xea\x03\n" +
+	"\vTIER_ORIGIN\x10\x032\xb2\x04\n" +
 	"\fCacheService\x12:\n" +
 	"\x03Get\x12\x18.cachewire.v1.GetRequest\x1a\x19.cachewire.v1.GetResponse\x12I\n" +
 	"\bBatchGet\x12\x1d.cachewire.v1.BatchGetRequest\x1a\x1e.cachewire.v1.BatchGetResponse\x12:\n" +
@@ -1773,7 +2352,8 @@ const file_cachewire_v1_cache_proto_rawDesc = "" +
 	"Invalidate\x12\x1f.cachewire.v1.InvalidateRequest\x1a .cachewire.v1.InvalidateResponse\x12@\n" +
 	"\x05Evict\x12\x1a.cachewire.v1.EvictRequest\x1a\x1b.cachewire.v1.EvictResponse\x12@\n" +
 	"\x05Stats\x12\x1a.cachewire.v1.StatsRequest\x1a\x1b.cachewire.v1.StatsResponse\x12B\n" +
-	"\x05Watch\x12\x1a.cachewire.v1.WatchRequest\x1a\x1b.cachewire.v1.WatchResponse0\x01B?Z=github.com/cachewire/cachewire/proto/cachewire/v1;cachewirepbb\x06proto3"
+	"\x05Watch\x12\x1a.cachewire.v1.WatchRequest\x1a\x1b.cachewire.v1.WatchResponse0\x01\x12F\n" +
+	"\aExplain\x12\x1c.cachewire.v1.ExplainRequest\x1a\x1d.cachewire.v1.ExplainResponseB?Z=github.com/cachewire/cachewire/proto/cachewire/v1;cachewirepbb\x06proto3"
 
 var (
 	file_cachewire_v1_cache_proto_rawDescOnce sync.Once
@@ -1788,7 +2368,7 @@ func file_cachewire_v1_cache_proto_rawDescGZIP() []byte {
 }
 
 var file_cachewire_v1_cache_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cachewire_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_cachewire_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_cachewire_v1_cache_proto_goTypes = []any{
 	(Tier)(0),                     // 0: cachewire.v1.Tier
 	(*GetRequest)(nil),            // 1: cachewire.v1.GetRequest
@@ -1815,58 +2395,77 @@ var file_cachewire_v1_cache_proto_goTypes = []any{
 	(*WatchEvents)(nil),           // 22: cachewire.v1.WatchEvents
 	(*WatchHeartbeat)(nil),        // 23: cachewire.v1.WatchHeartbeat
 	(*WatchReset)(nil),            // 24: cachewire.v1.WatchReset
-	nil,                           // 25: cachewire.v1.TierStats.EvictionsEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
-	(Op)(0),                       // 28: cachewire.v1.Op
+	(*ExplainRequest)(nil),        // 25: cachewire.v1.ExplainRequest
+	(*TierEntry)(nil),             // 26: cachewire.v1.TierEntry
+	(*AppliedEvent)(nil),          // 27: cachewire.v1.AppliedEvent
+	(*OriginVersion)(nil),         // 28: cachewire.v1.OriginVersion
+	(*ExplainResponse)(nil),       // 29: cachewire.v1.ExplainResponse
+	nil,                           // 30: cachewire.v1.TierStats.EvictionsEntry
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(Op)(0),                       // 33: cachewire.v1.Op
 }
 var file_cachewire_v1_cache_proto_depIdxs = []int32{
-	26, // 0: cachewire.v1.Freshness.fresh_as_of:type_name -> google.protobuf.Timestamp
+	31, // 0: cachewire.v1.Freshness.fresh_as_of:type_name -> google.protobuf.Timestamp
 	0,  // 1: cachewire.v1.GetResponse.tier:type_name -> cachewire.v1.Tier
 	2,  // 2: cachewire.v1.GetResponse.freshness:type_name -> cachewire.v1.Freshness
 	1,  // 3: cachewire.v1.BatchGetRequest.requests:type_name -> cachewire.v1.GetRequest
 	3,  // 4: cachewire.v1.BatchGetResponse.responses:type_name -> cachewire.v1.GetResponse
-	25, // 5: cachewire.v1.TierStats.evictions:type_name -> cachewire.v1.TierStats.EvictionsEntry
-	26, // 6: cachewire.v1.PartitionFreshness.caught_up_at:type_name -> google.protobuf.Timestamp
-	26, // 7: cachewire.v1.PartitionFreshness.l2_caught_up_at:type_name -> google.protobuf.Timestamp
-	13, // 8: cachewire.v1.StatsResponse.l1:type_name -> cachewire.v1.TierStats
-	13, // 9: cachewire.v1.StatsResponse.l2:type_name -> cachewire.v1.TierStats
-	14, // 10: cachewire.v1.StatsResponse.partitions:type_name -> cachewire.v1.PartitionFreshness
-	20, // 11: cachewire.v1.WatchResponse.start:type_name -> cachewire.v1.WatchStart
-	22, // 12: cachewire.v1.WatchResponse.events:type_name -> cachewire.v1.WatchEvents
-	23, // 13: cachewire.v1.WatchResponse.heartbeat:type_name -> cachewire.v1.WatchHeartbeat
-	24, // 14: cachewire.v1.WatchResponse.reset:type_name -> cachewire.v1.WatchReset
-	26, // 15: cachewire.v1.WatchPosition.caught_up_at:type_name -> google.protobuf.Timestamp
-	27, // 16: cachewire.v1.WatchPosition.caught_up_age:type_name -> google.protobuf.Duration
-	27, // 17: cachewire.v1.WatchStart.max_staleness:type_name -> google.protobuf.Duration
-	18, // 18: cachewire.v1.WatchStart.topics:type_name -> cachewire.v1.WatchTopic
-	26, // 19: cachewire.v1.WatchStart.now:type_name -> google.protobuf.Timestamp
-	19, // 20: cachewire.v1.WatchStart.positions:type_name -> cachewire.v1.WatchPosition
-	27, // 21: cachewire.v1.WatchStart.uptime:type_name -> google.protobuf.Duration
-	28, // 22: cachewire.v1.WatchEvent.op:type_name -> cachewire.v1.Op
-	21, // 23: cachewire.v1.WatchEvents.events:type_name -> cachewire.v1.WatchEvent
-	26, // 24: cachewire.v1.WatchHeartbeat.now:type_name -> google.protobuf.Timestamp
-	19, // 25: cachewire.v1.WatchHeartbeat.positions:type_name -> cachewire.v1.WatchPosition
-	27, // 26: cachewire.v1.WatchHeartbeat.uptime:type_name -> google.protobuf.Duration
-	1,  // 27: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
-	4,  // 28: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
-	6,  // 29: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
-	8,  // 30: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
-	10, // 31: cachewire.v1.CacheService.Evict:input_type -> cachewire.v1.EvictRequest
-	12, // 32: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
-	16, // 33: cachewire.v1.CacheService.Watch:input_type -> cachewire.v1.WatchRequest
-	3,  // 34: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
-	5,  // 35: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
-	7,  // 36: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
-	9,  // 37: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
-	11, // 38: cachewire.v1.CacheService.Evict:output_type -> cachewire.v1.EvictResponse
-	15, // 39: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
-	17, // 40: cachewire.v1.CacheService.Watch:output_type -> cachewire.v1.WatchResponse
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	30, // 5: cachewire.v1.TierStats.evictions:type_name -> cachewire.v1.TierStats.EvictionsEntry
+	31, // 6: cachewire.v1.PartitionFreshness.caught_up_at:type_name -> google.protobuf.Timestamp
+	31, // 7: cachewire.v1.PartitionFreshness.l2_caught_up_at:type_name -> google.protobuf.Timestamp
+	31, // 8: cachewire.v1.PartitionFreshness.last_error_at:type_name -> google.protobuf.Timestamp
+	13, // 9: cachewire.v1.StatsResponse.l1:type_name -> cachewire.v1.TierStats
+	13, // 10: cachewire.v1.StatsResponse.l2:type_name -> cachewire.v1.TierStats
+	14, // 11: cachewire.v1.StatsResponse.partitions:type_name -> cachewire.v1.PartitionFreshness
+	20, // 12: cachewire.v1.WatchResponse.start:type_name -> cachewire.v1.WatchStart
+	22, // 13: cachewire.v1.WatchResponse.events:type_name -> cachewire.v1.WatchEvents
+	23, // 14: cachewire.v1.WatchResponse.heartbeat:type_name -> cachewire.v1.WatchHeartbeat
+	24, // 15: cachewire.v1.WatchResponse.reset:type_name -> cachewire.v1.WatchReset
+	31, // 16: cachewire.v1.WatchPosition.caught_up_at:type_name -> google.protobuf.Timestamp
+	32, // 17: cachewire.v1.WatchPosition.caught_up_age:type_name -> google.protobuf.Duration
+	32, // 18: cachewire.v1.WatchStart.max_staleness:type_name -> google.protobuf.Duration
+	18, // 19: cachewire.v1.WatchStart.topics:type_name -> cachewire.v1.WatchTopic
+	31, // 20: cachewire.v1.WatchStart.now:type_name -> google.protobuf.Timestamp
+	19, // 21: cachewire.v1.WatchStart.positions:type_name -> cachewire.v1.WatchPosition
+	32, // 22: cachewire.v1.WatchStart.uptime:type_name -> google.protobuf.Duration
+	33, // 23: cachewire.v1.WatchEvent.op:type_name -> cachewire.v1.Op
+	21, // 24: cachewire.v1.WatchEvents.events:type_name -> cachewire.v1.WatchEvent
+	31, // 25: cachewire.v1.WatchHeartbeat.now:type_name -> google.protobuf.Timestamp
+	19, // 26: cachewire.v1.WatchHeartbeat.positions:type_name -> cachewire.v1.WatchPosition
+	32, // 27: cachewire.v1.WatchHeartbeat.uptime:type_name -> google.protobuf.Duration
+	33, // 28: cachewire.v1.AppliedEvent.op:type_name -> cachewire.v1.Op
+	31, // 29: cachewire.v1.AppliedEvent.committed_at:type_name -> google.protobuf.Timestamp
+	31, // 30: cachewire.v1.AppliedEvent.applied_at:type_name -> google.protobuf.Timestamp
+	31, // 31: cachewire.v1.ExplainResponse.fresh_as_of:type_name -> google.protobuf.Timestamp
+	32, // 32: cachewire.v1.ExplainResponse.max_staleness:type_name -> google.protobuf.Duration
+	31, // 33: cachewire.v1.ExplainResponse.now:type_name -> google.protobuf.Timestamp
+	14, // 34: cachewire.v1.ExplainResponse.partitions:type_name -> cachewire.v1.PartitionFreshness
+	26, // 35: cachewire.v1.ExplainResponse.l1:type_name -> cachewire.v1.TierEntry
+	26, // 36: cachewire.v1.ExplainResponse.l2:type_name -> cachewire.v1.TierEntry
+	27, // 37: cachewire.v1.ExplainResponse.last_event:type_name -> cachewire.v1.AppliedEvent
+	28, // 38: cachewire.v1.ExplainResponse.origin:type_name -> cachewire.v1.OriginVersion
+	1,  // 39: cachewire.v1.CacheService.Get:input_type -> cachewire.v1.GetRequest
+	4,  // 40: cachewire.v1.CacheService.BatchGet:input_type -> cachewire.v1.BatchGetRequest
+	6,  // 41: cachewire.v1.CacheService.Set:input_type -> cachewire.v1.SetRequest
+	8,  // 42: cachewire.v1.CacheService.Invalidate:input_type -> cachewire.v1.InvalidateRequest
+	10, // 43: cachewire.v1.CacheService.Evict:input_type -> cachewire.v1.EvictRequest
+	12, // 44: cachewire.v1.CacheService.Stats:input_type -> cachewire.v1.StatsRequest
+	16, // 45: cachewire.v1.CacheService.Watch:input_type -> cachewire.v1.WatchRequest
+	25, // 46: cachewire.v1.CacheService.Explain:input_type -> cachewire.v1.ExplainRequest
+	3,  // 47: cachewire.v1.CacheService.Get:output_type -> cachewire.v1.GetResponse
+	5,  // 48: cachewire.v1.CacheService.BatchGet:output_type -> cachewire.v1.BatchGetResponse
+	7,  // 49: cachewire.v1.CacheService.Set:output_type -> cachewire.v1.SetResponse
+	9,  // 50: cachewire.v1.CacheService.Invalidate:output_type -> cachewire.v1.InvalidateResponse
+	11, // 51: cachewire.v1.CacheService.Evict:output_type -> cachewire.v1.EvictResponse
+	15, // 52: cachewire.v1.CacheService.Stats:output_type -> cachewire.v1.StatsResponse
+	17, // 53: cachewire.v1.CacheService.Watch:output_type -> cachewire.v1.WatchResponse
+	29, // 54: cachewire.v1.CacheService.Explain:output_type -> cachewire.v1.ExplainResponse
+	47, // [47:55] is the sub-list for method output_type
+	39, // [39:47] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_cachewire_v1_cache_proto_init() }
@@ -1888,7 +2487,7 @@ func file_cachewire_v1_cache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cachewire_v1_cache_proto_rawDesc), len(file_cachewire_v1_cache_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	CacheService_Evict_FullMethodName      = "/cachewire.v1.CacheService/Evict"
 	CacheService_Stats_FullMethodName      = "/cachewire.v1.CacheService/Stats"
 	CacheService_Watch_FullMethodName      = "/cachewire.v1.CacheService/Watch"
+	CacheService_Explain_FullMethodName    = "/cachewire.v1.CacheService/Explain"
 )
 
 // CacheServiceClient is the client API for CacheService service.
@@ -60,6 +61,11 @@ type CacheServiceClient interface {
 	// again. A watcher that falls behind by more than the node's watch buffer is cut off with
 	// RESOURCE_EXHAUSTED; it never slows the node's apply.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// Explain reports what the node knows about one key, for `cachectl explain`: the partitions
+	// that can hold it and their freshness, whether the node vouches for it, what L1 and L2 hold,
+	// the last event the node applied for it and, when asked, the origin's version. It changes
+	// nothing and reads no value into a tier. Callers are identified and limited like every call.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 }
 
 type cacheServiceClient struct {
@@ -149,6 +155,16 @@ func (c *cacheServiceClient) Watch(ctx context.Context, in *WatchRequest, opts .
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CacheService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *cacheServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, CacheService_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CacheServiceServer is the server API for CacheService service.
 // All implementations must embed UnimplementedCacheServiceServer
 // for forward compatibility.
@@ -181,6 +197,11 @@ type CacheServiceServer interface {
 	// again. A watcher that falls behind by more than the node's watch buffer is cut off with
 	// RESOURCE_EXHAUSTED; it never slows the node's apply.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// Explain reports what the node knows about one key, for `cachectl explain`: the partitions
+	// that can hold it and their freshness, whether the node vouches for it, what L1 and L2 hold,
+	// the last event the node applied for it and, when asked, the origin's version. It changes
+	// nothing and reads no value into a tier. Callers are identified and limited like every call.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	mustEmbedUnimplementedCacheServiceServer()
 }
 
@@ -211,6 +232,9 @@ func (UnimplementedCacheServiceServer) Stats(context.Context, *StatsRequest) (*S
 }
 func (UnimplementedCacheServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedCacheServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
 func (UnimplementedCacheServiceServer) mustEmbedUnimplementedCacheServiceServer() {}
 func (UnimplementedCacheServiceServer) testEmbeddedByValue()                      {}
@@ -352,6 +376,24 @@ func _CacheService_Watch_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CacheService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _CacheService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CacheService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServiceServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CacheService_ServiceDesc is the grpc.ServiceDesc for CacheService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -382,6 +424,10 @@ var CacheService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stats",
 			Handler:    _CacheService_Stats_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _CacheService_Explain_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -61,7 +61,7 @@ type Event struct {
 	Source string
 	// Trace carries trace context from the write.
 	Trace map[string]string
-	// Offset is the event's offset in its partition, set by Subscriber; not encoded.
+	// Offset is the event's offset in its partition, set by Subscriber and GroupApplier; not encoded.
 	Offset int64
 }
 

@@ -108,9 +108,19 @@ func ParseTopicFormat(spec string) (string, TopicFormat, error) {
 // debezium topic's records are always Debezium change events.
 type Formats map[string]TopicFormat
 
-// Decode decodes one record under f and validates it under l. A Debezium tombstone gives
+// Decode decodes one record under f and validates it under l. An event that carries no trace
+// context takes the record's W3C traceparent and tracestate headers, when it has them (Spring
+// Cloud Stream and Debezium producers set headers, not the event's field). A Debezium tombstone gives
 // ErrTombstone (skip it); every other error wraps ErrInvalidEvent.
 func (f Formats) Decode(m kafka.Message, l Limits) (Event, error) {
+	e, err := f.decode(m, l)
+	if err == nil && len(e.Trace) == 0 && len(m.Headers) > 0 {
+		e.Trace = traceFromHeaders(m.Headers)
+	}
+	return e, err
+}
+
+func (f Formats) decode(m kafka.Message, l Limits) (Event, error) {
 	tf := f[m.Topic]
 	if tf.Format == FormatDebezium {
 		return DecodeDebezium(m.Key, m.Value, tf.Debezium, l)
@@ -399,4 +409,36 @@ func EncodeJSON(e *Event) ([]byte, error) {
 		j["trace"] = e.Trace
 	}
 	return json.Marshal(j)
+}
+
+// Trace context headers (W3C Trace Context), on the records Publisher writes and read by Decode.
+const (
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
+)
+
+// TraceHeaders are the record headers that carry trace (an event's Trace): traceparent and
+// tracestate, when set.
+func TraceHeaders(trace map[string]string) []kafka.Header {
+	var hs []kafka.Header
+	for _, k := range [...]string{HeaderTraceparent, HeaderTracestate} {
+		if v := trace[k]; v != "" {
+			hs = append(hs, kafka.Header{Key: k, Value: []byte(v)})
+		}
+	}
+	return hs
+}
+
+// traceFromHeaders reads the trace context headers of a record, or returns nil without them.
+func traceFromHeaders(hs []kafka.Header) map[string]string {
+	var t map[string]string
+	for _, h := range hs {
+		if (h.Key == HeaderTraceparent || h.Key == HeaderTracestate) && len(h.Value) > 0 {
+			if t == nil {
+				t = make(map[string]string, 2)
+			}
+			t[h.Key] = string(h.Value)
+		}
+	}
+	return t
 }

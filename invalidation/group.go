@@ -219,6 +219,7 @@ func (g *GroupApplier) Run(ctx context.Context) error {
 				g.bad(ctx, m, err)
 				continue
 			}
+			e.Offset = m.Offset
 			events = append(events, e)
 		}
 		if !g.apply(ctx, events) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/cachewire/cachewire/internal/tracectx"
 )
 
 // PublisherConfig configures a Publisher. Every field documents its zero-value default.
@@ -101,18 +103,24 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 
 // Publish validates and sends events, and returns once the broker has acked all of them (or
 // ctx ends, or the write fails). Events for one key keep their order. An invalid event fails
-// the call before anything is sent.
+// the call before anything is sent. An event without trace context gets ctx's span context
+// (W3C traceparent), when ctx has one; every record carries its event's trace context in
+// traceparent and tracestate headers too.
 func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
 	msgs := make([]kafka.Message, len(events))
 	for i := range events {
-		if err := p.limits.Validate(&events[i]); err != nil {
+		e := events[i]
+		if err := p.limits.Validate(&e); err != nil {
 			return err
 		}
-		raw, err := Encode(&events[i])
-		if err != nil {
-			return fmt.Errorf("invalidation: encode %q: %w", events[i].Key, err)
+		if len(e.Trace) == 0 {
+			e.Trace = tracectx.Inject(ctx, nil) // the caller's span, when it has one
 		}
-		msgs[i] = kafka.Message{Key: []byte(events[i].Key), Value: raw}
+		raw, err := Encode(&e)
+		if err != nil {
+			return fmt.Errorf("invalidation: encode %q: %w", e.Key, err)
+		}
+		msgs[i] = kafka.Message{Key: []byte(e.Key), Value: raw, Headers: TraceHeaders(e.Trace)}
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()

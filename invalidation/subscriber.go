@@ -112,6 +112,7 @@ type Subscriber struct {
 	count   map[string]int       // partitions per topic, from the last metadata
 	history map[string][]int     // per topic, the partition counts seen since the last shrink, oldest first
 	metaAt  map[string]time.Time // per topic, when the last metadata lookup that succeeded began
+	metaErr string               // the last metadata lookup's error, until one succeeds
 
 	events, invalid, deadLettered, resets, reconnects atomic.Uint64
 }
@@ -203,12 +204,18 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				return nil
 			}
 			s.log.Warn("cannot read topic metadata; retrying", "topics", s.cfg.Topics, "err", err)
+			s.mu.Lock()
+			s.metaErr = "cannot read topic metadata: " + err.Error()
+			s.mu.Unlock()
 			if !retry.Sleep(ctx, backoff.Next()) {
 				return nil
 			}
 			continue
 		}
 		backoff.Reset()
+		s.mu.Lock()
+		s.metaErr = ""
+		s.mu.Unlock()
 		for _, tp := range found {
 			s.mu.Lock()
 			_, running := s.parts[tp]

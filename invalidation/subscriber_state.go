@@ -90,6 +90,13 @@ func (s *Subscriber) MetadataAt(topic string) time.Time {
 	return s.metaAt[topic]
 }
 
+// MetadataError returns the last metadata lookup's error, or "" once a lookup succeeded after it.
+func (s *Subscriber) MetadataError() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metaErr
+}
+
 // KeyPartitions appends to dst the partitions of topic that can hold key's events: its
 // partition under the topic's partition count now, and under every count seen since the
 // subscriber started (up to 4) when partitions were added. A producer that has not yet seen the

@@ -9,8 +9,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cachewire/cachewire/internal/serving"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cachewire/cachewire/internal/serving"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 	"github.com/cachewire/cachewire/redistier"
@@ -118,6 +119,12 @@ type Config struct {
 	SubscriberMaxWait time.Duration
 	// Logger receives the node's logs. If nil, it defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer, when set, records spans: every gRPC call (continuing the caller's trace context),
+	// the read path's L2 read and origin load, and the apply of every event that carries a
+	// sampled trace context ("apply L1" on each node, "apply L2" on the node whose group member
+	// applied it), as children of the event's publish. The origin is traced by the Loader itself
+	// (OriginOptions.Tracer). If nil, no spans.
+	Tracer trace.TracerProvider
 	// Kafka says how every Kafka client of the node connects (subscriber, L2 group member,
 	// publisher, L2 watcher, dead letters): TLS and SASL. The zero value is plaintext without
 	// authentication. Kafka.Dial, when set, opens every connection; fault tests use it to cut

@@ -210,11 +210,16 @@ func (n *Node) vouching(ready bool, asOf, now time.Time, stalest *pb.PartitionFr
 		}
 		if e := stalest.GetLastError(); e != "" {
 			why += "; last Kafka error: " + e
+		} else if e := n.sub.MetadataError(); e != "" {
+			why += "; last Kafka error: " + e
 		}
 	} else {
 		// Every partition is fresh: the bound is the topic metadata (a partition added since it
 		// was read would not be read yet).
 		why = fmt.Sprintf("the topic metadata (which partitions exist) was last read %s ago", age.Round(time.Millisecond)) + beyond
+		if e := n.sub.MetadataError(); e != "" {
+			why += "; last Kafka error: " + e
+		}
 	}
 	return false, why + "; reads of the key go to the origin (or answer stale=true without one)"
 }

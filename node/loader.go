@@ -52,10 +52,10 @@ func NewWriterLoader(conn grpc.ClientConnInterface) *WriterLoader {
 	return &WriterLoader{client: pb.NewWriterServiceClient(conn)}
 }
 
-// DialWriter returns a Loader for the WriterService at addr (plaintext gRPC); Close releases it.
-// It connects lazily.
-func DialWriter(addr string) (*WriterLoader, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// DialWriter returns a Loader for the WriterService at addr (plaintext gRPC, plus opts: say,
+// telemetry's tracing); Close releases it. It connects lazily.
+func DialWriter(addr string, opts ...grpc.DialOption) (*WriterLoader, error) {
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("node: origin address %q: %w", addr, err)
 	}

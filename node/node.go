@@ -10,9 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/cachewire/cachewire/internal/serving"
+	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
@@ -32,8 +35,9 @@ type Node struct {
 	group  *invalidation.GroupApplier // nil without Redis
 	pub    *invalidation.Publisher
 	m      *metrics
-	watch  *watchHub // the Watch streams of near caches
-	recent *recent   // the last event L1 applied for recent keys, for Explain
+	watch  *watchHub    // the Watch streams of near caches
+	recent *recent      // the last event L1 applied for recent keys, for Explain
+	tracer trace.Tracer // nil without Config.Tracer
 
 	srv serving.Ref // the serving surface Start builds
 
@@ -89,7 +93,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{},
-		watch: newWatchHub(), recent: newRecent()}
+		watch: newWatchHub(), recent: newRecent(), tracer: telemetry.Tracer(cfg.Tracer)}
 	n.born = time.Now()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.freshAt, n.l2Trusted = n.freshAsOf, n.l2Fresh
@@ -120,7 +124,9 @@ func New(cfg Config) (*Node, error) {
 			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits, Formats: cfg.TopicFormats,
 			Logger: n.log, Kafka: cfg.Kafka, DeadLetterTopic: cfg.DeadLetterTopic,
 			Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
+				spans := telemetry.StartApply(n.tracer, "apply L2", "", -1, events, time.Now(), attribute.String("cachewire.node_id", cfg.NodeID))
 				_, _, err := n.l2.ApplyBatch(ctx, events, cfg.Policy)
+				spans.End(err)
 				return err
 			}),
 		})
@@ -151,6 +157,8 @@ func New(cfg Config) (*Node, error) {
 
 // applyEvents is the L1 sink: it runs on a partition's goroutine.
 func (n *Node) applyEvents(topic string, partition int, events []invalidation.Event) {
+	spans := telemetry.StartApply(n.tracer, "apply L1", topic, partition, events, time.Now(), attribute.String("cachewire.node_id", n.cfg.NodeID))
+	defer spans.End(nil)
 	for i := range events {
 		if events[i].Op == invalidation.OpEvict {
 			// Redis keeps the value at the same version until the group applies the EVICT, and
@@ -204,7 +212,7 @@ func (n *Node) Start() error {
 	}
 	srv, err := n.srv.Start(serving.Config{
 		Name: "node", GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr, Pprof: n.cfg.Pprof,
-		MaxRecvMsgBytes: n.cfg.MaxRecvMsgBytes, Registry: n.m.reg, Logger: n.log,
+		MaxRecvMsgBytes: n.cfg.MaxRecvMsgBytes, Registry: n.m.reg, Logger: n.log, Tracer: n.cfg.Tracer,
 		Register:     func(g *grpc.Server) { pb.RegisterCacheServiceServer(g, &service{n: n}) },
 		Interceptors: []grpc.UnaryServerInterceptor{n.limit},
 		Ready: func() (bool, string) {

@@ -13,10 +13,14 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver, for postgres:// origins
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/cachewire/cachewire/internal/telemetry"
+	"github.com/cachewire/cachewire/internal/tracectx"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
@@ -39,6 +43,10 @@ type OriginOptions struct {
 	// RootCAs verify the origin, its Certificates identify the node) and an https:// origin whose
 	// HTTPClient is nil. A grpc:// origin without it is dialed in plaintext.
 	TLS *tls.Config
+	// Tracer, when set, traces grpc:// origin calls (sending the load's trace context in
+	// traceparent metadata). Every origin passes the load's trace context on: http(s):// in a
+	// traceparent header. If nil, grpc:// calls carry no trace context.
+	Tracer trace.TracerProvider
 }
 
 // OpenOrigin returns the Loader for an origin URL, and a function that releases it:
@@ -69,7 +77,11 @@ func OpenOrigin(raw string, o OriginOptions) (Loader, func() error, error) {
 		if o.TLS != nil {
 			creds = credentials.NewTLS(o.TLS.Clone())
 		}
-		conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(creds))
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		if o.Tracer != nil {
+			opts = append(opts, telemetry.DialOption(o.Tracer))
+		}
+		conn, err := grpc.NewClient(u.Host, opts...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("node: origin %q: %w", raw, err)
 		}
@@ -130,6 +142,7 @@ func (h *httpOrigin) Load(ctx context.Context, key string) (Loaded, error) {
 	if err != nil {
 		return Loaded{}, err
 	}
+	tracectx.Propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return Loaded{}, err

@@ -7,6 +7,10 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
@@ -111,11 +115,13 @@ func (n *Node) get(ctx context.Context, key string, minVersion uint64) (loaded, 
 	after := uint64(0) // first, any load that serves this request, even one begun before it came
 	var r loaded
 	var err error
+	load := func(lctx context.Context, spec loadSpec) (loaded, error) { return n.load(lctx, key, spec, asOf) }
+	if n.tracer != nil {
+		load = n.tracedLoad(ctx, key, asOf)
+	}
 	for attempt := 1; ; attempt++ {
 		var seq uint64
-		r, seq, err = n.flight.do(ctx, key, want, after, func(lctx context.Context, spec loadSpec) (loaded, error) {
-			return n.load(lctx, key, spec, asOf)
-		})
+		r, seq, err = n.flight.do(ctx, key, want, after, load)
 		if err != nil {
 			break
 		}
@@ -244,7 +250,12 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 			r.tok = tok
 			return r, nil
 		}
-		if r, ok := n.fromL2(ctx, key, spec.floor, asOf, tok); ok {
+		lctx, span := n.startSpan(ctx, "L2 get")
+		r, ok := n.fromL2(lctx, key, spec.floor, asOf, tok)
+		if span != nil {
+			endSpan(span, nil, attribute.Bool("cachewire.hit", ok), attribute.Int64("cachewire.version", int64(r.version)))
+		}
+		if ok {
 			r.tok = tok
 			return r, nil
 		}
@@ -264,7 +275,12 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 		}
 	}
 	lease := n.l1.BeginLease(key, tok) // for a versionless answer: what L1 holds before the origin is read
-	res, err := n.cfg.Loader.Load(ctx, key)
+	octx, span := n.startSpan(ctx, "origin load")
+	res, err := n.cfg.Loader.Load(octx, key)
+	if span != nil {
+		endSpan(span, err, attribute.Bool("cachewire.found", res.Found), attribute.Int64("cachewire.version", int64(res.Version)),
+			attribute.Bool("cachewire.versionless", res.Versionless))
+	}
 	n.loads.Add(1)
 	if err != nil {
 		n.m.loadError.Inc()
@@ -427,4 +443,48 @@ func (n *Node) fillLeased(ctx context.Context, key string, res Loaded, lease lru
 		}
 	}
 	return r
+}
+
+// tracedLoad is the load a request starts, in a span that is a child of the request's (the
+// flight runs on the node's context, which holds no span).
+func (n *Node) tracedLoad(ctx context.Context, key string, asOf time.Time) func(context.Context, loadSpec) (loaded, error) {
+	parent := trace.SpanContextFromContext(ctx)
+	return func(lctx context.Context, spec loadSpec) (loaded, error) {
+		lctx, span := n.tracer.Start(trace.ContextWithSpanContext(lctx, parent), "load",
+			trace.WithAttributes(attribute.String("cachewire.key", key), attribute.Int64("cachewire.min_version", int64(spec.floor))))
+		r, err := n.load(lctx, key, spec, asOf)
+		endSpan(span, err, attribute.String("cachewire.tier", tierName(r.tier)), attribute.Int64("cachewire.version", int64(r.version)))
+		return r, err
+	}
+}
+
+// startSpan starts a child span of ctx's, or returns a nil span when the node traces nothing.
+func (n *Node) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
+	if n.tracer == nil {
+		return ctx, nil
+	}
+	return n.tracer.Start(ctx, name)
+}
+
+// endSpan ends span with attrs, recording err when there is one.
+func endSpan(span trace.Span, err error, attrs ...attribute.KeyValue) {
+	span.SetAttributes(attrs...)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, err.Error())
+	}
+	span.End()
+}
+
+// tierName is the tier's name in spans: L1, L2, origin, or none.
+func tierName(t pb.Tier) string {
+	switch t {
+	case pb.Tier_TIER_L1:
+		return "L1"
+	case pb.Tier_TIER_L2:
+		return "L2"
+	case pb.Tier_TIER_ORIGIN:
+		return "origin"
+	}
+	return "none"
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,6 +40,10 @@ func (s *service) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse,
 	r, err := s.n.get(ctx, req.GetKey(), req.GetMinVersion())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if s.n.tracer != nil {
+		trace.SpanFromContext(ctx).SetAttributes(attribute.String("cachewire.key", req.GetKey()), attribute.String("cachewire.tier", tierName(r.tier)),
+			attribute.Int64("cachewire.version", int64(r.version)), attribute.Bool("cachewire.stale", r.stale))
 	}
 	return response(req.GetKey(), r), nil
 }

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/cachewire/cachewire/internal/tracectx"
 	"github.com/cachewire/cachewire/invalidation"
 )
 
@@ -64,6 +65,11 @@ var ErrVersionTooLarge = errors.New("outbox: version is larger than a bigint hol
 // Enqueue records events in the caller's transaction: they are published if, and only if, it
 // commits. Each event must be valid under invalidation's default limits (a key, a version above
 // zero, a known op, a value only on UPSERT), or nothing is written and the error says why.
+//
+// An event's trace context (its Trace traceparent, else ctx's span, when ctx is traced) is
+// stored in the row's traceparent column and published with the event, so that one trace
+// follows the transaction to every cache node. Rows of an untraced ctx leave the column out:
+// tables made before it (see Schema) keep working.
 func Enqueue(ctx context.Context, tx Execer, events ...invalidation.Event) error {
 	limits := invalidation.Limits{}.WithDefaults()
 	for i := range events {
@@ -83,10 +89,25 @@ func Enqueue(ctx context.Context, tx Execer, events ...invalidation.Event) error
 				value = []byte{}
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO cachewire_outbox (key, op, version, value) VALUES ($1, $2, $3, $4)`,
-			e.Key, e.Op.String(), int64(e.Version), value); err != nil {
+		var err error
+		if tp := traceparent(ctx, e); tp != "" {
+			_, err = tx.ExecContext(ctx, `INSERT INTO cachewire_outbox (key, op, version, value, traceparent) VALUES ($1, $2, $3, $4, $5)`,
+				e.Key, e.Op.String(), int64(e.Version), value, tp)
+		} else {
+			_, err = tx.ExecContext(ctx, `INSERT INTO cachewire_outbox (key, op, version, value) VALUES ($1, $2, $3, $4)`,
+				e.Key, e.Op.String(), int64(e.Version), value)
+		}
+		if err != nil {
 			return fmt.Errorf("outbox: enqueue %q: %w", e.Key, err)
 		}
 	}
 	return nil
+}
+
+// traceparent is the W3C traceparent an event's row carries: the event's own, else ctx's span's.
+func traceparent(ctx context.Context, e *invalidation.Event) string {
+	if tp := e.Trace[invalidation.HeaderTraceparent]; tp != "" {
+		return tp
+	}
+	return tracectx.Inject(ctx, nil)[invalidation.HeaderTraceparent]
 }

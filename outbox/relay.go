@@ -14,8 +14,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cachewire/cachewire/internal/retry"
+	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 )
@@ -55,6 +58,11 @@ type RelayConfig struct {
 	// cachewire_outbox_dead_total, cachewire_outbox_errors_total, cachewire_outbox_active and
 	// cachewire_outbox_publish_latency_seconds (commit to Kafka's ack).
 	Registerer prometheus.Registerer
+	// Tracer, when set, records a "publish TOPIC" span for each row that carries a sampled
+	// trace context (the traceparent column), as its child, and publishes the span's context
+	// with the event, so that the cache nodes' apply spans are its children. Rows carry their
+	// trace context on (in the event and the record's traceparent header) with or without it.
+	Tracer trace.TracerProvider
 }
 
 // RelayStats are a Relay's counters.
@@ -85,7 +93,10 @@ type Relay struct {
 	w   *kafka.Writer
 	dlq *kafka.Writer
 
-	dlqChecked atomic.Bool // the dead-letter topic was found or created
+	dlqChecked atomic.Bool  // the dead-letter topic was found or created
+	tracer     trace.Tracer // nil without RelayConfig.Tracer
+	// traceColumn: the outbox table has the traceparent column (read by the session's goroutine).
+	traceColumn bool
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -131,7 +142,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), done: make(chan struct{})}
+	r := &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), done: make(chan struct{}), tracer: telemetry.Tracer(cfg.Tracer)}
 	r.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cachewire_outbox_publish_latency_seconds",
 		Help: "From the row's commit to Kafka's ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)})
 	if cfg.Registerer != nil {
@@ -321,6 +332,13 @@ func (r *Relay) session(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('cachewire_outbox')
+		AND attname = 'traceparent' AND NOT attisdropped)`).Scan(&r.traceColumn); err != nil {
+		return fmt.Errorf("look for the traceparent column: %w", err)
+	}
+	if !r.traceColumn {
+		r.log.Info("the outbox table has no traceparent column: events carry no trace context (outbox.Apply adds it)")
+	}
 	if _, err := conn.Exec(ctx, `LISTEN cachewire_outbox`); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -374,7 +392,12 @@ type row struct {
 // drain publishes one batch of rows in seq order and deletes them, and returns how many rows it
 // read.
 func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
-	rs, err := conn.Query(ctx, `SELECT seq, key, op, version, value, committed_at FROM cachewire_outbox ORDER BY seq LIMIT $1`, r.cfg.Batch)
+	// A table made before the traceparent column has none: read NULL instead.
+	tpCol := "NULL::text"
+	if r.traceColumn {
+		tpCol = "traceparent"
+	}
+	rs, err := conn.Query(ctx, `SELECT seq, key, op, version, value, committed_at, `+tpCol+` FROM cachewire_outbox ORDER BY seq LIMIT $1`, r.cfg.Batch)
 	if err != nil {
 		return 0, fmt.Errorf("read the outbox: %w", err)
 	}
@@ -385,13 +408,17 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 			key, op      string
 			value        []byte
 			committedAt  time.Time
+			tp           *string
 		)
-		if err := rs.Scan(&seq, &key, &op, &version, &value, &committedAt); err != nil {
+		if err := rs.Scan(&seq, &key, &op, &version, &value, &committedAt, &tp); err != nil {
 			rs.Close()
 			return 0, fmt.Errorf("read the outbox: %w", err)
 		}
 		e := invalidation.Event{Key: key, Version: uint64(version), Value: value, HasValue: value != nil,
 			CommittedAt: committedAt, Source: r.cfg.Source}
+		if tp != nil && *tp != "" {
+			e.Trace = map[string]string{invalidation.HeaderTraceparent: *tp}
+		}
 		rw := row{seq: seq, op: op, version: version}
 		switch o, ok := ops[op]; {
 		case !ok:
@@ -415,6 +442,7 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 	msgs := make([]kafka.Message, 0, len(rows))
 	var sent, dead []int64
 	var dls []kafka.Message
+	var spans telemetry.Spans
 	for _, rw := range rows {
 		if rw.invalid != nil {
 			dead = append(dead, rw.seq)
@@ -433,15 +461,21 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 			}
 			continue
 		}
+		one := []invalidation.Event{rw.event} // StartPublish points its Trace at the publish span
+		spans = append(spans, telemetry.StartPublish(r.tracer, r.cfg.Topic, one, attribute.Int64("cachewire.outbox_seq", rw.seq))...)
+		rw.event = one[0]
 		raw, err := invalidation.Encode(&rw.event)
 		if err != nil {
+			spans.End(err)
 			return 0, fmt.Errorf("encode row %d: %w", rw.seq, err)
 		}
-		msgs = append(msgs, kafka.Message{Key: []byte(rw.event.Key), Value: raw})
+		msgs = append(msgs, kafka.Message{Key: []byte(rw.event.Key), Value: raw, Headers: invalidation.TraceHeaders(rw.event.Trace)})
 		sent = append(sent, rw.seq)
 	}
 	if len(msgs) > 0 {
-		if err := r.w.WriteMessages(ctx, msgs...); err != nil {
+		err := r.w.WriteMessages(ctx, msgs...)
+		spans.End(err)
+		if err != nil {
 			return 0, fmt.Errorf("publish %d rows to %s: %w", len(msgs), r.cfg.Topic, err)
 		}
 		now := time.Now()

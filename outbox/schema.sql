@@ -14,6 +14,12 @@ CREATE TABLE IF NOT EXISTS cachewire_outbox (
     committed_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- The W3C trace context (traceparent) of the transaction that wrote the row, when it was traced:
+-- the relay publishes it with the event, so one trace follows the write to every cache node.
+-- Added to tables made before it; the relay works without it (and Enqueue writes it only for a
+-- traced transaction).
+ALTER TABLE cachewire_outbox ADD COLUMN IF NOT EXISTS traceparent text;
+
 -- Rows the relay could never publish (an invalid key, op or version): kept for an operator,
 -- never blocking the rows behind them.
 CREATE TABLE IF NOT EXISTS cachewire_outbox_dead (

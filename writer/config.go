@@ -7,8 +7,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/cachewire/cachewire/internal/serving"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cachewire/cachewire/internal/serving"
 	"github.com/cachewire/cachewire/invalidation"
 )
 
@@ -80,6 +81,11 @@ type Config struct {
 	DrainDelay time.Duration
 	// Logger receives logs. If nil, slog.Default().
 	Logger *slog.Logger
+	// Tracer, when set, records spans: each Put and Delete (its commit and the wait for Kafka's
+	// ack), and the relay's publish of each event, whose trace context travels in the event
+	// (ChangeEvent.trace) and in its record's traceparent header. If nil, no spans (and no
+	// trace context in events).
+	Tracer trace.TracerProvider
 }
 
 func (c *Config) validate() error {

@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/cachewire/cachewire/internal/retry"
+	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/invalidation"
 )
 
@@ -92,7 +94,9 @@ func (w *Writer) relayOnce() (int, error) {
 		w.advance(rows[len(rows)-1].seq)
 		return len(bad), nil
 	}
+	spans := telemetry.StartPublish(w.tracer, w.cfg.Topic, events, attribute.String("cachewire.writer_id", w.cfg.WriterID))
 	err = w.publish(events)
+	spans.End(err)
 	if rejected(err) {
 		// Kafka refused records for what they are (too large): retrying the batch can never
 		// succeed. Find the rows it refuses, one at a time.

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -13,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cachewire/cachewire/internal/serving"
+	"github.com/cachewire/cachewire/internal/tracectx"
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
@@ -63,7 +67,16 @@ func (s *service) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Delete
 // write commits wr and, unless the caller turned wait_published off, waits (bounded) for Kafka's
 // ack. A write that committed is never reported as an error: on timeout published is false.
 func (s *service) write(ctx context.Context, wr *write, wait *bool) (uint64, time.Time, bool, error) {
-	if err := s.w.submit(ctx, wr); err != nil {
+	var span trace.Span
+	if t := s.w.tracer; t != nil {
+		wr.trace = tracectx.Inject(ctx, nil) // the call's span: the relay's publish is its child
+		ctx, span = t.Start(ctx, "commit", trace.WithAttributes(attribute.String("cachewire.key", wr.key)))
+	}
+	err := s.w.submit(ctx, wr)
+	if span != nil {
+		endSpan(span, err, attribute.Int64("cachewire.version", int64(wr.version)))
+	}
+	if err != nil {
 		if err == ErrClosed {
 			return 0, time.Time{}, false, status.Error(codes.Unavailable, "writer is shutting down; nothing was written")
 		}
@@ -74,6 +87,11 @@ func (s *service) write(ctx context.Context, wr *write, wait *bool) (uint64, tim
 	}
 	published := false
 	if wait == nil || *wait {
+		if t := s.w.tracer; t != nil {
+			var span trace.Span
+			ctx, span = t.Start(ctx, "wait published")
+			defer func() { endSpan(span, nil, attribute.Bool("cachewire.published", published)) }()
+		}
 		published = s.w.waitPublished(ctx, wr.version)
 	} else {
 		published = s.w.isPublished(wr.version)
@@ -119,4 +137,14 @@ func (s *service) BatchGet(ctx context.Context, req *pb.OriginBatchGetRequest) (
 		}
 	}
 	return &pb.OriginBatchGetResponse{Responses: out}, nil
+}
+
+// endSpan ends span with attrs, recording err when there is one.
+func endSpan(span trace.Span, err error, attrs ...attribute.KeyValue) {
+	span.SetAttributes(attrs...)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, err.Error())
+	}
+	span.End()
 }

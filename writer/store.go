@@ -100,7 +100,8 @@ type write struct {
 	key     string
 	value   []byte
 	deleted bool
-	client  string // the caller, when the server identifies callers: stamped into the event's source
+	client  string            // the caller, when the server identifies callers: stamped into the event's source
+	trace   map[string]string // the write's trace context, carried by its event
 	// results
 	version     uint64
 	committedAt time.Time
@@ -125,7 +126,7 @@ func (s *store) commit(ws []*write, source string, eventValueMax int) error {
 			if err := recs.Put([]byte(w.key), encodeRecord(record{Version: seq, Deleted: w.deleted, Value: w.value, CommittedAt: now})); err != nil {
 				return err
 			}
-			e := invalidation.Event{Key: w.key, Version: seq, Op: invalidation.OpUpsert, CommittedAt: now, Source: source}
+			e := invalidation.Event{Key: w.key, Version: seq, Op: invalidation.OpUpsert, CommittedAt: now, Source: source, Trace: w.trace}
 			if w.client != "" {
 				e.Source = source + "/" + w.client
 			}

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/cachewire/cachewire/internal/retry"
 	"github.com/cachewire/cachewire/internal/serving"
+	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/internal/topics"
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
@@ -28,6 +30,7 @@ type Writer struct {
 	log    *slog.Logger
 	store  *store
 	pub    *invalidation.Publisher
+	tracer trace.Tracer        // nil without Config.Tracer
 	limits invalidation.Limits // what the relay may publish (the publisher's limits)
 	dlq    *kafka.Writer       // nil without DeadLetterTopic
 
@@ -80,7 +83,7 @@ func New(cfg Config) (*Writer, error) {
 		return nil, err
 	}
 	w := &Writer{
-		cfg: cfg, log: cfg.Logger.With("writer", cfg.WriterID), store: st, pub: pub, limits: limits,
+		cfg: cfg, log: cfg.Logger.With("writer", cfg.WriterID), store: st, pub: pub, limits: limits, tracer: telemetry.Tracer(cfg.Tracer),
 		writes: make(chan *write, 1024), kick: make(chan struct{}, 1), deadKick: make(chan struct{}, 1),
 		deadLog: retry.NewLogLimiter(10, time.Second), advanced: make(chan struct{}), dead: map[uint64]struct{}{},
 	}
@@ -134,7 +137,7 @@ func (w *Writer) Start() error {
 	}
 	srv, err := w.srv.Start(serving.Config{
 		Name: "writer", GRPCAddr: w.cfg.GRPCAddr, HTTPAddr: w.cfg.HTTPAddr,
-		MaxRecvMsgBytes: w.cfg.MaxRecvMsgBytes, Registry: w.m.reg, Logger: w.log,
+		MaxRecvMsgBytes: w.cfg.MaxRecvMsgBytes, Registry: w.m.reg, Logger: w.log, Tracer: w.cfg.Tracer,
 		Register: func(g *grpc.Server) {
 			svc := &service{w: w}
 			pb.RegisterWriterServiceServer(g, svc)

@@ -23,8 +23,11 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/cachewire/cachewire/internal/flagenv"
 	"github.com/cachewire/cachewire/internal/security"
+	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/node"
 )
@@ -223,8 +226,17 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		flagenv.PrintError(stderr, "cachenode", err)
 		return 2
 	}
+	tracing, err := telemetry.Setup(context.Background(), "cachewire-node", o.cfg.NodeID)
+	if err != nil {
+		flagenv.PrintError(stderr, "cachenode", err)
+		return 2
+	}
+	defer flushSpans(log, tracing)
+	o.cfg.Tracer = tracing.Provider()
 	if o.check {
 		o.cfg.Logger = slog.New(slog.DiscardHandler) // a check prints its verdict only
+	} else {
+		tracing.Log(log)
 	}
 	switch {
 	case o.origin != "":
@@ -234,7 +246,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 			return 2
 		}
 		loader, closeOrigin, err := node.OpenOrigin(o.origin, node.OriginOptions{Query: o.originQuery,
-			MaxValueBytes: o.cfg.Limits.MaxValueBytes, TLS: originTLS})
+			MaxValueBytes: o.cfg.Limits.MaxValueBytes, TLS: originTLS, Tracer: o.cfg.Tracer})
 		if err != nil {
 			fmt.Fprintf(stderr, "cachenode: --origin: %v\n", err)
 			return 2
@@ -243,7 +255,11 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		o.cfg.Loader = loader
 	case o.originAddr != "":
 		log.Warn("--origin-addr is deprecated and will be removed in the next release: use --origin grpc://" + o.originAddr)
-		loader, err := node.DialWriter(o.originAddr)
+		var opts []grpc.DialOption
+		if o.cfg.Tracer != nil {
+			opts = append(opts, telemetry.DialOption(o.cfg.Tracer))
+		}
+		loader, err := node.DialWriter(o.originAddr, opts...)
 		if err != nil {
 			fmt.Fprintf(stderr, "cachenode: --origin-addr: %v\n", err)
 			return 2
@@ -275,4 +291,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// flushSpans exports the spans still buffered, bounded, at exit.
+func flushSpans(log *slog.Logger, t *telemetry.Tracing) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("tracing: spans not exported at exit", "err", err)
+	}
 }

@@ -34,6 +34,7 @@ import (
 
 	"github.com/cachewire/cachewire/internal/flagenv"
 	"github.com/cachewire/cachewire/internal/security"
+	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/outbox"
 )
 
@@ -126,6 +127,19 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	o.cfg.Logger = log
 	reg := prometheus.NewRegistry()
 	o.cfg.Registerer = reg
+	tracing, err := telemetry.Setup(context.Background(), "cachewire-relay", o.cfg.Source)
+	if err != nil {
+		flagenv.PrintError(stderr, "relay", err)
+		return 2
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(ctx); err != nil {
+			log.Warn("tracing: spans not exported at exit", "err", err)
+		}
+	}()
+	o.cfg.Tracer = tracing.Provider()
 	r, err := outbox.NewRelay(o.cfg)
 	if err != nil {
 		flagenv.PrintError(stderr, "relay", err)
@@ -169,6 +183,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		defer srv.Close()
 		log.Info("serving /metrics and /healthz", "addr", lis.Addr().String())
 	}
+	tracing.Log(log)
 	log.Info("relay starting", "topic", o.cfg.Topic)
 	if err := r.Run(ctx); err != nil {
 		log.Error("relay stopped", "err", err)

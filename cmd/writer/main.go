@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/cachewire/cachewire/internal/flagenv"
 	"github.com/cachewire/cachewire/internal/security"
+	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/writer"
 )
@@ -129,6 +131,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		flagenv.PrintError(stderr, "writer", err)
 		return 2
 	}
+	tracing, err := telemetry.Setup(context.Background(), "cachewire-writer", o.cfg.WriterID)
+	if err != nil {
+		flagenv.PrintError(stderr, "writer", err)
+		return 2
+	}
+	defer flushSpans(log, tracing)
+	o.cfg.Tracer = tracing.Provider()
 	if o.check {
 		if err := writer.CheckConfig(o.cfg); err != nil {
 			flagenv.PrintError(stderr, "writer", err)
@@ -137,6 +146,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "writer: configuration OK")
 		return 0
 	}
+	tracing.Log(log)
 	w, err := writer.New(o.cfg)
 	if err != nil {
 		flagenv.PrintError(stderr, "writer", err)
@@ -156,4 +166,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// flushSpans exports the spans still buffered, bounded, at exit.
+func flushSpans(log *slog.Logger, t *telemetry.Tracing) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("tracing: spans not exported at exit", "err", err)
+	}
 }

@@ -36,6 +36,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -43,6 +44,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+
+	"github.com/cachewire/cachewire/internal/telemetry"
 )
 
 // ErrClosed is returned by Start, Shutdown and Close once the server was stopped.
@@ -67,6 +70,9 @@ type Config struct {
 	// RecvMsgBytes, well above the value limit, so that the handler refuses an oversize value
 	// with InvalidArgument naming the limit.
 	MaxRecvMsgBytes int
+	// Tracer, when set, traces the calls the server receives (continuing the trace context
+	// callers send in W3C traceparent metadata); nil traces nothing.
+	Tracer trace.TracerProvider
 	// Register registers the process's gRPC services. Required.
 	Register func(*grpc.Server)
 	// Interceptors run inside the metrics interceptor, in order (a request limit, say).
@@ -153,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxRecvMsgBytes > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes))
+	}
+	if cfg.Tracer != nil {
+		opts = append(opts, telemetry.ServerOption(cfg.Tracer))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	cfg.Register(s.grpc)

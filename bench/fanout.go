@@ -48,6 +48,8 @@ func (r *runner) fanout(ctx context.Context) error {
 		perNodeBytes := float64(res.bytes) / float64(nodes) / d.Seconds()
 		r.progress("  %d node(s): %.0f B/s and %.1f ms CPU/s per node, propagation %v", nodes, perNodeBytes, perNodeCPU, s)
 		c := fmt.Sprintf("%d node(s), 1,000 events/s", nodes)
+		r.rep.addDist("fan-out", c, "cachewire to every node", false, res.lat)
+		r.rep.addDist("fan-out", c, "kafka-go produce→consume", true, raw)
 		r.rep.add(Row{Scenario: "fan-out", Case: c, Metric: "broker egress per node", Unit: "B/s", Cachewire: perNodeBytes,
 			Anchor: "event payload (key + value + header)", AnchorVal: float64(res.payload) / d.Seconds()})
 		r.rep.add(Row{Scenario: "fan-out", Case: c, Metric: "broker egress, all nodes", Unit: "B/s", Cachewire: float64(res.bytes) / d.Seconds()})

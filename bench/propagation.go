@@ -43,6 +43,9 @@ func (r *runner) propagation(ctx context.Context) error {
 		r.progress("  %d near cache(s), one per node: %v", nodes, ns)
 		caseName := fmt.Sprintf("%d node(s)", nodes)
 		nearCase := fmt.Sprintf("%d near cache(s)", nodes)
+		r.rep.addDist("propagation", caseName, "cachewire to every node", false, lat)
+		r.rep.addDist("propagation", caseName, "cachewire to every near cache", false, nearLat)
+		r.rep.addDist("propagation", caseName, "kafka-go produce→consume", true, raw)
 		r.rep.add(Row{Scenario: "propagation", Case: nearCase, Metric: "p50", Unit: "ns", Cachewire: float64(ns.P50),
 			Anchor: "to the sidecars", AnchorVal: float64(s.P50)})
 		r.rep.add(Row{Scenario: "propagation", Case: nearCase, Metric: "p99", Unit: "ns", Cachewire: float64(ns.P99),

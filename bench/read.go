@@ -83,6 +83,8 @@ func (r *runner) read(ctx context.Context) error {
 		tput, atput := float64(n)/d.Seconds(), float64(an)/d.Seconds()
 		caseName := fmt.Sprintf("Get, concurrency %d", conc)
 		r.progress("  %s: cachewire %.0f ops/s %v | redis GET %.0f ops/s %v", caseName, tput, s, atput, as)
+		r.rep.addDist("cached read", caseName, "cachewire Get (L1)", false, lat)
+		r.rep.addDist("cached read", caseName, "go-redis GET", true, alat)
 		r.rep.add(Row{Scenario: "cached read", Case: caseName, Metric: "throughput", Unit: "ops/s", Cachewire: tput,
 			Anchor: "go-redis GET", AnchorVal: atput, Goal: "≥ 1.0× Redis", Met: met(tput >= atput)})
 		for _, p := range []struct {

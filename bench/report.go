@@ -32,6 +32,9 @@ type Report struct {
 	Machine  string    `json:"machine"`
 	Rows     []Row     `json:"rows"`
 	Duration string    `json:"duration"`
+	// Distributions are the latency samples behind the latency rows, as percentiles, for the
+	// chart (WritePNG).
+	Distributions []Distribution `json:"distributions,omitempty"`
 }
 
 func (r *Report) add(row Row) {

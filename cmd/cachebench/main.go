@@ -6,8 +6,8 @@
 //	go run ./cmd/cachebench --scenarios read,memory --duration 10s
 //	go run ./cmd/cachebench --smoke               # seconds long; proves the tool runs, numbers mean nothing
 //
-// Progress goes to stderr; the Markdown table to stdout; --out-dir gets results.json and
-// results.md.
+// Progress goes to stderr; the Markdown table to stdout; --out-dir gets results.json,
+// results.md and results.png (the latency distributions beside their anchors).
 package main
 
 import (
@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Var(&scenarios, "scenarios", "comma-separated subset of "+strings.Join(bench.Scenarios, ",")+" (default: all)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each timed step")
 	fs.BoolVar(&cfg.Smoke, "smoke", false, "tiny counts: a seconds-long run that proves the tool works (numbers mean nothing)")
-	fs.StringVar(&outDir, "out-dir", "", "directory for results.json and results.md (default: none)")
+	fs.StringVar(&outDir, "out-dir", "", "directory for results.json, results.md and results.png (default: none)")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	fenv := flagenv.Command{Prefix: "CACHEWIRE_BENCH_"}
@@ -90,7 +90,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintf(stderr, "cachebench: %v\n", err)
 			return 1
 		}
-		fmt.Fprintf(stderr, "cachebench: wrote %s and %s\n", filepath.Join(outDir, "results.json"), filepath.Join(outDir, "results.md"))
+		wrote := []string{filepath.Join(outDir, "results.json"), filepath.Join(outDir, "results.md")}
+		if len(rep.Distributions) > 0 {
+			wrote = append(wrote, filepath.Join(outDir, "results.png"))
+		}
+		fmt.Fprintf(stderr, "cachebench: wrote %s\n", strings.Join(wrote, ", "))
 	}
 	return 0
 }
@@ -110,5 +114,15 @@ func write(dir string, rep *bench.Report) error {
 	if err != nil {
 		return err
 	}
-	return errors.Join(rep.WriteMarkdown(m), m.Close())
+	if err := errors.Join(rep.WriteMarkdown(m), m.Close()); err != nil {
+		return err
+	}
+	if len(rep.Distributions) == 0 {
+		return nil // no scenario with latency samples ran: nothing to chart
+	}
+	png, err := os.Create(filepath.Join(dir, "results.png"))
+	if err != nil {
+		return err
+	}
+	return errors.Join(rep.WritePNG(png), png.Close())
 }

@@ -70,11 +70,14 @@ func (r *recent) record(topic string, partition int, events []invalidation.Event
 	t.mu.Lock()
 	for i := range events {
 		e := &events[i]
-		t.slots[maphash.String(r.seed, e.Key)%recentSlots] = recentEvent{key: e.Key, offset: e.Offset, version: e.Version, op: e.Op,
+		t.slots[hashSlot(r, e.Key)] = recentEvent{key: e.Key, offset: e.Offset, version: e.Version, op: e.Op,
 			source: e.Source, committedAt: e.CommittedAt, traceparent: e.Trace["traceparent"], appliedAt: now}
 	}
 	t.mu.Unlock()
 }
+
+// hashSlot is key's slot in r's tables.
+func hashSlot(r *recent, key string) uint64 { return maphash.String(r.seed, key) % recentSlots }
 
 // last returns the last event recorded for key on the partition, if its slot still holds it.
 func (r *recent) last(topic string, partition int, key string) (recentEvent, bool) {
@@ -84,7 +87,7 @@ func (r *recent) last(topic string, partition int, key string) (recentEvent, boo
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.slots[maphash.String(r.seed, key)%recentSlots]
+	e := t.slots[hashSlot(r, key)]
 	return e, e.key == key && !e.appliedAt.IsZero()
 }
 

@@ -31,6 +31,10 @@ start-up; they will be removed in the next release.
 `--check-config` validates the flags (addresses, durations, sizes) and exits without
 connecting to anything. `--version` prints the build.
 
+Tracing is not a flag: `cachenode`, `writer` and `relay` read the standard OpenTelemetry
+variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_TRACES_SAMPLER`,
+`OTEL_SERVICE_NAME`, ...) and export nothing without an endpoint; see the README's Operations.
+
 This file is generated from `--help` by `scripts/gendocs.sh`; the tests fail when it is stale.
 
 ## cachenode

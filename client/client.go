@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -129,6 +132,15 @@ func (bearer) RequireTransportSecurity() bool { return false }
 // WithDialOptions adds gRPC dial options (interceptors, ...).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// WithTracing traces the client's calls with tp (OpenTelemetry, through otelgrpc) and sends
+// their W3C trace context to the node or the writer, so that a traced application's Get or Put
+// is the parent of the server's spans: with a writer that traces, one Put's trace then holds
+// every node's apply of its event. Without it, calls carry no trace context.
+func WithTracing(tp trace.TracerProvider) Option {
+	return WithDialOptions(grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp),
+		otelgrpc.WithPropagators(propagation.TraceContext{}))))
 }
 
 // conn is what Cache and Writer share: a connection and the call policy.

@@ -429,11 +429,17 @@ func TraceHeaders(trace map[string]string) []kafka.Header {
 	return hs
 }
 
-// traceFromHeaders reads the trace context headers of a record, or returns nil without them.
+// maxTraceHeader bounds a trace context header taken from a record (W3C: traceparent is 55
+// bytes, tracestate at most 32 members of 256).
+const maxTraceHeader = 8192
+
+// traceFromHeaders reads the trace context headers of a record, or returns nil without them. A
+// header that is not UTF-8 or is too long is not trace context: it is left out (the event is
+// applied all the same).
 func traceFromHeaders(hs []kafka.Header) map[string]string {
 	var t map[string]string
 	for _, h := range hs {
-		if (h.Key == HeaderTraceparent || h.Key == HeaderTracestate) && len(h.Value) > 0 {
+		if (h.Key == HeaderTraceparent || h.Key == HeaderTracestate) && len(h.Value) > 0 && len(h.Value) <= maxTraceHeader && utf8.Valid(h.Value) {
 			if t == nil {
 				t = make(map[string]string, 2)
 			}

@@ -171,16 +171,19 @@ func (c *Cache) GetSampled(key string, now time.Time) (Item, bool) {
 }
 
 // Peek reports what the tier holds for key without marking it used or counting a read: the
-// value, when one is held (ok), and the tier's state (a value or a tombstone). It is for
-// inspection (the node's Explain); reads use Get.
+// value, when one is held (ok), and the tier's state (a value or a tombstone). A value past its
+// TTL is reported as nothing, as Get would find it. It is for inspection (the node's Explain);
+// reads use Get.
 func (c *Cache) Peek(key string) (it Item, ok bool, st invalidation.State) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st = c.c.state(key)
-	if e, found := c.c.values.Peek(key); found && st.Known && !st.Tombstone {
-		return Item{Value: e.value, Version: e.version, Missing: e.negative, Leased: e.leased}, true, st
+	if e, found := c.c.values.Peek(key); found {
+		if c.c.now() >= e.expires {
+			return Item{}, false, invalidation.State{} // Get drops it, and its version with it
+		}
+		return Item{Value: e.value, Version: e.version, Missing: e.negative, Leased: e.leased}, true, c.c.state(key)
 	}
-	return Item{}, false, st
+	return Item{}, false, c.c.state(key)
 }
 
 // State reports the highest version the tier has seen for key, from a value or a tombstone.

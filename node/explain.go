@@ -151,7 +151,8 @@ func (s *service) Explain(ctx context.Context, req *pb.ExplainRequest) (*pb.Expl
 	}
 	if n.l2 != nil {
 		resp.L2 = n.peekL2(ctx, key)
-		resp.L2Trusted = resp.Vouching && n.l2Trusted(key)
+		// As fromL2: the L2 group caught up, and no version this node served is missing there.
+		resp.L2Trusted = resp.Vouching && n.l2Trusted(key) && !n.gaps.blocks(key)
 	}
 	for _, p := range n.keyPartitions(key) {
 		e, ok := n.recent.last(p.topic, p.partition, key)
@@ -262,5 +263,11 @@ func traceID(tp string) string {
 	if len(tp) < 55 || tp[2] != '-' || tp[35] != '-' {
 		return ""
 	}
-	return tp[3:35]
+	id := tp[3:35]
+	for i := range len(id) {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return "" // not lower-case hex: not a W3C trace id (and maybe not UTF-8)
+		}
+	}
+	return id
 }

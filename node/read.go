@@ -250,7 +250,10 @@ func (n *Node) load(ctx context.Context, key string, spec loadSpec, asOf time.Ti
 			r.tok = tok
 			return r, nil
 		}
-		lctx, span := n.startSpan(ctx, "L2 get")
+		lctx, span := ctx, trace.Span(nil)
+		if n.l2 != nil {
+			lctx, span = n.startSpan(ctx, "L2 get")
+		}
 		r, ok := n.fromL2(lctx, key, spec.floor, asOf, tok)
 		if span != nil {
 			endSpan(span, nil, attribute.Bool("cachewire.hit", ok), attribute.Int64("cachewire.version", int64(r.version)))

@@ -33,6 +33,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cachewire/cachewire/internal/tracectx"
 	"github.com/cachewire/cachewire/invalidation"
@@ -66,12 +70,17 @@ var ErrVersionTooLarge = errors.New("outbox: version is larger than a bigint hol
 // commits. Each event must be valid under invalidation's default limits (a key, a version above
 // zero, a known op, a value only on UPSERT), or nothing is written and the error says why.
 //
-// An event's trace context (its Trace traceparent, else ctx's span, when ctx is traced) is
+// An event's trace context (its Trace traceparent, else ctx's span, when that is sampled) is
 // stored in the row's traceparent column and published with the event, so that one trace
-// follows the transaction to every cache node. Rows of an untraced ctx leave the column out:
-// tables made before it (see Schema) keep working.
+// follows the transaction to every cache node. Tables made before the column (see Schema) keep
+// working: a call with trace context writes its rows under a savepoint (two more statements),
+// and when the table has no traceparent column, writes them again without it (one more; run
+// outbox.Apply, or the ALTER TABLE in Schema, to store trace context). Outside a transaction
+// (tx a *sql.DB) rows carry no trace context.
 func Enqueue(ctx context.Context, tx Execer, events ...invalidation.Event) error {
 	limits := invalidation.Limits{}.WithDefaults()
+	traced := false
+	tps := make([]string, len(events))
 	for i := range events {
 		if err := limits.Validate(&events[i]); err != nil {
 			return fmt.Errorf("outbox: event %d: %w", i, err)
@@ -79,7 +88,36 @@ func Enqueue(ctx context.Context, tx Execer, events ...invalidation.Event) error
 		if events[i].Version > math.MaxInt64 {
 			return fmt.Errorf("%w: event %d, key %q, version %d", ErrVersionTooLarge, i, events[i].Key, events[i].Version)
 		}
+		tps[i] = traceparent(ctx, &events[i])
+		traced = traced || tps[i] != ""
 	}
+	// A savepoint, so that a table without the column fails the traced inserts only. Outside
+	// a transaction (autocommit) SAVEPOINT fails: the rows are then written without trace.
+	if traced {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT cachewire_outbox_trace`); err != nil {
+			traced = false
+		}
+	}
+	if traced {
+		err := insert(ctx, tx, events, tps)
+		switch {
+		case err == nil:
+			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT cachewire_outbox_trace`); err != nil {
+				return fmt.Errorf("outbox: enqueue: %w", err)
+			}
+			return nil
+		case !undefinedTraceColumn(err):
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT cachewire_outbox_trace`); err != nil {
+			return fmt.Errorf("outbox: enqueue: %w", err)
+		}
+	}
+	return insert(ctx, tx, events, nil)
+}
+
+// insert writes one row per event, with tps[i] in the traceparent column when tps is not nil.
+func insert(ctx context.Context, tx Execer, events []invalidation.Event, tps []string) error {
 	for i := range events {
 		e := &events[i]
 		var value any
@@ -90,7 +128,11 @@ func Enqueue(ctx context.Context, tx Execer, events ...invalidation.Event) error
 			}
 		}
 		var err error
-		if tp := traceparent(ctx, e); tp != "" {
+		if tps != nil {
+			var tp any
+			if tps[i] != "" {
+				tp = tps[i]
+			}
 			_, err = tx.ExecContext(ctx, `INSERT INTO cachewire_outbox (key, op, version, value, traceparent) VALUES ($1, $2, $3, $4, $5)`,
 				e.Key, e.Op.String(), int64(e.Version), value, tp)
 		} else {
@@ -104,10 +146,25 @@ func Enqueue(ctx context.Context, tx Execer, events ...invalidation.Event) error
 	return nil
 }
 
-// traceparent is the W3C traceparent an event's row carries: the event's own, else ctx's span's.
+// undefinedTraceColumn reports whether err says the outbox table has no traceparent column
+// (SQLSTATE 42703, undefined_column), from pgx or, by its message, from another driver.
+func undefinedTraceColumn(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "42703" && strings.Contains(pg.Message, "traceparent")
+	}
+	msg := err.Error()
+	return strings.Contains(msg, `column "traceparent"`) && strings.Contains(msg, "does not exist")
+}
+
+// traceparent is the W3C traceparent an event's row carries: the event's own, else ctx's span's
+// when it is sampled (an unsampled one would start no span anywhere).
 func traceparent(ctx context.Context, e *invalidation.Event) string {
 	if tp := e.Trace[invalidation.HeaderTraceparent]; tp != "" {
 		return tp
+	}
+	if !trace.SpanContextFromContext(ctx).IsSampled() {
+		return ""
 	}
 	return tracectx.Inject(ctx, nil)[invalidation.HeaderTraceparent]
 }

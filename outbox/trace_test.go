@@ -74,8 +74,25 @@ func TestOutboxCarriesTheTransactionsTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	tx.Commit()
+	// A traced transaction too: its row is written without the column, in the same transaction.
+	tctx, span := tp.Tracer("app").Start(ctx, "UPDATE users")
+	tx, _ = db.BeginTx(ctx, nil)
+	if err := outbox.Enqueue(tctx, tx, upsert("user:4", 1, "lovelace")); err != nil {
+		t.Fatalf("traced Enqueue on a table without the column: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// And outside a transaction (autocommit), where there is no savepoint.
+	if err := outbox.Enqueue(tctx, db, upsert("user:5", 1, "liskov")); err != nil {
+		t.Fatalf("traced Enqueue outside a transaction: %v", err)
+	}
+	span.End()
 	startRelay(t, p.DSN, k, topic2)
-	if e := readEvents(t, k, topic2, 1)[0]; e.Key != "user:3" || e.Trace != nil {
-		t.Fatalf("event %+v from a table without the column", e)
+	got := readEvents(t, k, topic2, 3)
+	for i, key := range []string{"user:3", "user:4", "user:5"} {
+		if got[i].Key != key || got[i].Trace != nil {
+			t.Fatalf("event %d = %+v from a table without the column, want %s without trace", i, got[i], key)
+		}
 	}
 }

@@ -186,13 +186,14 @@ func verdict(r *pb.ExplainResponse, origin *originJSON) (string, string) {
 		return verdictNotVouching, r.GetNotVouching()
 	}
 	age := r.GetNow().AsTime().Sub(r.GetFreshAsOf().AsTime()).Round(time.Millisecond)
-	// What a read would serve without a load: L1's value, else L2's when the node trusts it. A
-	// tombstone is not served (a read loads), it only refuses older fills.
+	// What a read would serve without a load: L1's value, else L2's when the node trusts it and
+	// L1 would accept it. A tombstone is not served (a read loads), it only refuses older fills:
+	// an L2 value older than L1's tombstone is not served either.
 	tier, held := "", uint64(0)
 	switch l1, l2 := r.GetL1(), r.GetL2(); {
 	case l1.GetPresent() && !l1.GetTombstone():
 		tier, held = "L1", l1.GetVersion()
-	case r.GetL2Trusted() && l2.GetPresent() && !l2.GetTombstone() && !l2.GetOldEpoch():
+	case r.GetL2Trusted() && l2.GetPresent() && !l2.GetTombstone() && !l2.GetOldEpoch() && (!l1.GetPresent() || l2.GetVersion() >= l1.GetVersion()):
 		tier, held = "L2", l2.GetVersion()
 	}
 	switch {

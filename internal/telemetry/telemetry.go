@@ -58,11 +58,24 @@ func Setup(ctx context.Context, service, instance string) (*Tracing, error) {
 	if endpoint == "" {
 		endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT")
 	}
+	// OTEL_TRACES_EXPORTER is a list (a pod's environment may be shared with, say, a Java agent
+	// that also logs to the console): otlp in it is what this process does; it exports nothing
+	// else.
+	var otlp, other []string
+	for _, e := range strings.Split(exporter, ",") {
+		switch e = strings.TrimSpace(e); e {
+		case "":
+		case "otlp":
+			otlp = append(otlp, e)
+		default:
+			other = append(other, e)
+		}
+	}
 	switch {
 	case exporter == "none", exporter == "" && endpoint == "":
 		return &Tracing{}, nil
-	case exporter != "" && exporter != "otlp":
-		return nil, fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER=%q is not supported: use otlp (or none)", exporter)
+	case exporter != "" && len(otlp) == 0:
+		return nil, fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER=%q names no exporter cachewire has: use otlp (or none)", exporter)
 	}
 	protocol := env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 	if protocol == "" {
@@ -96,8 +109,11 @@ func Setup(ctx context.Context, service, instance string) (*Tracing, error) {
 	if endpoint == "" {
 		endpoint = "the exporter's default endpoint"
 	}
-	return &Tracing{tp: sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)),
-		Description: "OTLP " + protocol + " to " + endpoint}, nil
+	desc := "OTLP " + protocol + " to " + endpoint
+	if len(other) > 0 {
+		desc += " (OTEL_TRACES_EXPORTER also names " + strings.Join(other, ", ") + ": not supported here, ignored)"
+	}
+	return &Tracing{tp: sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), Description: desc}, nil
 }
 
 // Provider is the tracer provider, or nil when tracing is off (the Config fields that take it

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -137,10 +138,13 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // WithTracing traces the client's calls with tp (OpenTelemetry, through otelgrpc) and sends
 // their W3C trace context to the node or the writer, so that a traced application's Get or Put
 // is the parent of the server's spans: with a writer that traces, one Put's trace then holds
-// every node's apply of its event. Without it, calls carry no trace context.
+// every node's apply of its event. Health checks and Watch streams are not traced. Without it,
+// calls carry no trace context.
 func WithTracing(tp trace.TracerProvider) Option {
 	return WithDialOptions(grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp),
-		otelgrpc.WithPropagators(propagation.TraceContext{}))))
+		otelgrpc.WithPropagators(propagation.TraceContext{}),
+		// Health checks and a near cache's Watch stream are not traced (nor are they on the node).
+		otelgrpc.WithFilter(filters.Not(filters.Any(filters.HealthCheck(), filters.MethodName("Watch")))))))
 }
 
 // conn is what Cache and Writer share: a connection and the call policy.

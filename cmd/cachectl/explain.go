@@ -13,12 +13,15 @@ import (
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
-// Verdicts of explain, one per node.
+// Verdicts of explain, one per node (--json prints them as they are; the text in capitals).
 const (
 	verdictFresh       = "fresh"
 	verdictBehind      = "behind"
 	verdictNotVouching = "not vouching"
-	verdictUnreachable = "unreachable"
+	// verdictOriginBehind: the node has seen a newer version than the origin answers (a tombstone
+	// of an INVALIDATE or DELETE at a version the origin has not reached): reads of the key fail.
+	verdictOriginBehind = "origin behind"
+	verdictUnreachable  = "unreachable"
 )
 
 // explainJSON is explain --json: the key, the origin's version, and one entry per node.
@@ -70,9 +73,12 @@ type eventJSONExplain struct {
 }
 
 type explainNodeJSON struct {
-	Address      string            `json:"address"`
-	NodeID       string            `json:"node_id,omitempty"`
-	Verdict      string            `json:"verdict"`
+	Address string `json:"address"`
+	NodeID  string `json:"node_id,omitempty"`
+	Verdict string `json:"verdict"`
+	// BehindBy is how many versions the node's answer is behind the origin's (verdict behind),
+	// or the origin behind the node (verdict origin behind).
+	BehindBy     uint64            `json:"behind_by,omitempty"`
 	Why          string            `json:"why"`
 	Ready        bool              `json:"ready"`
 	Vouching     bool              `json:"vouching"`
@@ -128,7 +134,7 @@ func cmdExplain(ctx context.Context, g *globals, args []string) int {
 			out.Nodes[i] = explainNode(nodes[i], r, out.Origin)
 		}
 	}
-	g.print(out, func(w io.Writer) { printExplain(w, out) })
+	g.print(out, func(w io.Writer) { printExplain(w, out, !noOrigin) })
 	return worst
 }
 
@@ -168,7 +174,7 @@ func explainNode(addr string, r *pb.ExplainResponse, origin *originJSON) explain
 			n.LastEvent.CommittedAt = e.CommittedAt.AsTime()
 		}
 	}
-	n.Verdict, n.Why = verdict(r, origin)
+	n.Verdict, n.BehindBy, n.Why = verdict(r, origin)
 	return n
 }
 
@@ -180,24 +186,27 @@ func tierEntry(t *pb.TierEntry) *tierEntryJSON {
 		Leased: t.GetLeased(), OldEpoch: t.GetOldEpoch(), ValueBytes: t.GetValueBytes(), Error: t.GetError()}
 }
 
-// verdict judges one node: not vouching (and why), behind the origin by N versions, or fresh.
-func verdict(r *pb.ExplainResponse, origin *originJSON) (string, string) {
+// verdict judges one node, as its Get would go: not vouching (and why); the origin behind a
+// version the node has seen, so reads fail; behind the origin by N versions; or fresh.
+func verdict(r *pb.ExplainResponse, origin *originJSON) (string, uint64, string) {
 	if !r.GetVouching() {
-		return verdictNotVouching, r.GetNotVouching()
+		return verdictNotVouching, 0, r.GetNotVouching()
 	}
 	age := r.GetNow().AsTime().Sub(r.GetFreshAsOf().AsTime()).Round(time.Millisecond)
+	l1, l2 := r.GetL1(), r.GetL2()
 	// What a read would serve without a load: L1's value, else L2's when the node trusts it and
 	// L1 would accept it. A tombstone is not served (a read loads), it only refuses older fills:
 	// an L2 value older than L1's tombstone is not served either.
 	tier, held := "", uint64(0)
-	switch l1, l2 := r.GetL1(), r.GetL2(); {
+	switch {
 	case l1.GetPresent() && !l1.GetTombstone():
 		tier, held = "L1", l1.GetVersion()
 	case r.GetL2Trusted() && l2.GetPresent() && !l2.GetTombstone() && !l2.GetOldEpoch() && (!l1.GetPresent() || l2.GetVersion() >= l1.GetVersion()):
 		tier, held = "L2", l2.GetVersion()
 	}
+	known := origin != nil && origin.Error == "" && !origin.Versionless
 	switch {
-	case origin == nil || origin.Error != "" || origin.Versionless:
+	case !known:
 		why := "the origin's version is unknown"
 		if origin != nil && origin.Versionless {
 			why = "the origin returns no versions"
@@ -205,30 +214,51 @@ func verdict(r *pb.ExplainResponse, origin *originJSON) (string, string) {
 			why += " (" + origin.Error + ")"
 		}
 		if tier == "" {
-			return verdictFresh, fmt.Sprintf("caught up %s ago (within max staleness), holds nothing for the key; %s", age, why)
+			return verdictFresh, 0, fmt.Sprintf("caught up %s ago (within max staleness), holds nothing for the key; %s", age, why)
 		}
-		return verdictFresh, fmt.Sprintf("caught up %s ago (within max staleness), %s holds v%d; %s", age, tier, held, why)
+		return verdictFresh, 0, fmt.Sprintf("caught up %s ago (within max staleness), %s holds v%d; %s", age, tier, held, why)
+	case tier == "" && l1.GetPresent() && l1.GetVersion() > origin.Version:
+		// A load's answer older than what L1 has seen is refused: the read fails.
+		return verdictOriginBehind, l1.GetVersion() - origin.Version, fmt.Sprintf("reads of the key fail: L1 holds a v%d tombstone and the origin answers v%d "+
+			"(an INVALIDATE or DELETE at a version the origin has not reached, or an origin replica behind the events); "+
+			"until the origin catches up or --l1-tombstone-ttl passes ('cachectl evict' drops a value without a version)", l1.GetVersion(), origin.Version)
+	case tier == "" && !origin.Found:
+		return verdictFresh, 0, fmt.Sprintf("holds nothing for the key: a read finds it %s at the origin (caught up %s ago)", originAbsent(origin), age)
 	case tier == "":
-		return verdictFresh, fmt.Sprintf("holds nothing for the key: a read loads v%d from the origin (caught up %s ago)", origin.Version, age)
+		return verdictFresh, 0, fmt.Sprintf("holds nothing for the key: a read loads v%d from the origin (caught up %s ago)", origin.Version, age)
 	case held < origin.Version:
-		return verdictBehind, fmt.Sprintf("behind by %d versions: %s holds v%d, the origin has v%d; the node was caught up %s ago, so the event is on its way or was not published yet",
+		return verdictBehind, origin.Version - held, fmt.Sprintf("behind by %d versions: %s holds v%d, the origin has v%d; the node was caught up %s ago, so the event is on its way or was not published yet",
 			origin.Version-held, tier, held, origin.Version, age)
 	}
-	return verdictFresh, fmt.Sprintf("%s holds v%d, the origin has v%d (caught up %s ago)", tier, held, origin.Version, age)
+	return verdictFresh, 0, fmt.Sprintf("%s holds v%d, the origin has v%d (caught up %s ago)", tier, held, origin.Version, age)
 }
 
-func printExplain(w io.Writer, out explainJSON) {
+// originAbsent says how the origin has no value: deleted at a version, or never written.
+func originAbsent(o *originJSON) string {
+	if o.Version == 0 {
+		return "not found (never written, or deleted without a version)"
+	}
+	return fmt.Sprintf("deleted (at v%d)", o.Version)
+}
+
+func printExplain(w io.Writer, out explainJSON, askedOrigin bool) {
 	fmt.Fprintf(w, "key %q\n", out.Key)
-	if len(out.Nodes) > 0 && len(out.Nodes[0].Partitions) > 0 {
+	for _, n := range out.Nodes {
+		if len(n.Partitions) == 0 {
+			continue // unreachable: the next node says
+		}
 		var ps []string
-		for _, p := range out.Nodes[0].Partitions {
+		for _, p := range n.Partitions {
 			ps = append(ps, fmt.Sprintf("%s/%d", p.Topic, p.Partition))
 		}
 		fmt.Fprintf(w, "partition %s\n", strings.Join(ps, ", "))
+		break
 	}
 	switch o := out.Origin; {
+	case o == nil && askedOrigin:
+		fmt.Fprintln(w, "origin    unknown: no node answered")
 	case o == nil:
-		fmt.Fprintln(w, "origin    not asked")
+		fmt.Fprintln(w, "origin    not asked (--no-origin)")
 	case o.Error != "":
 		fmt.Fprintf(w, "origin    unknown (via %s): %s\n", o.Via, o.Error)
 	case o.Versionless:
@@ -236,7 +266,7 @@ func printExplain(w io.Writer, out explainJSON) {
 	case o.Found:
 		fmt.Fprintf(w, "origin    v%d (via %s)\n", o.Version, o.Via)
 	default:
-		fmt.Fprintf(w, "origin    not found (deleted at v%d; via %s)\n", o.Version, o.Via)
+		fmt.Fprintf(w, "origin    %s (via %s)\n", originAbsent(o), o.Via)
 	}
 	for _, n := range out.Nodes {
 		name := n.Address

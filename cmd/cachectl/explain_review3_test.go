@@ -20,7 +20,7 @@ func TestVerdictL1TombstoneNewerThanTrustedL2_review3(t *testing.T) {
 	r := &pb.ExplainResponse{Vouching: true, Now: timestamppb.New(now), FreshAsOf: timestamppb.New(now.Add(-50 * time.Millisecond)),
 		L1: &pb.TierEntry{Present: true, Version: 9, Tombstone: true}, L2: &pb.TierEntry{Present: true, Version: 7, ValueBytes: 2}, L2Trusted: true}
 	for _, origin := range []*originJSON{{Found: false, Version: 9}, {Found: true, Version: 9}} {
-		v, why := verdict(r, origin)
+		v, _, why := verdict(r, origin)
 		if v == verdictBehind || strings.Contains(why, "L2 holds v7") {
 			t.Errorf("origin %+v: verdict = %q %q; a Get would load v9 from the origin (L1's tombstone v9 refuses Redis's v7)", *origin, v, why)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,12 +172,42 @@ func TestVerdict(t *testing.T) {
 		{"origin unknown", resp(true, val(4), nil, false), &originJSON{Error: "origin unavailable"}, verdictFresh, "origin's version is unknown (origin unavailable)"},
 		{"origin not asked", resp(true, none, nil, false), nil, verdictFresh, "holds nothing for the key; the origin's version is unknown"},
 		{"versionless origin", resp(true, val(4), nil, false), &originJSON{Found: true, Versionless: true}, verdictFresh, "returns no versions"},
+		{"an L1 tombstone above the origin: reads fail", resp(true, tomb(99), none, false), at(7), verdictOriginBehind, "reads of the key fail: L1 holds a v99 tombstone and the origin answers v7"},
+		{"a tombstone at the origin's deletion", resp(true, tomb(9), none, false), &originJSON{Version: 9}, verdictFresh, "deleted (at v9)"},
+		{"never written", resp(true, none, none, false), &originJSON{}, verdictFresh, "not found (never written"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, why := verdict(tc.r, tc.origin)
+			v, _, why := verdict(tc.r, tc.origin)
 			if v != tc.verdict || !strings.Contains(why, tc.says) {
 				t.Fatalf("verdict = %q %q, want %q saying %q", v, why, tc.verdict, tc.says)
 			}
 		})
+	}
+}
+
+// TestExplainSaysWhenTheOriginIsBehindTheNode: an INVALIDATE at a version the origin has not
+// reached makes reads of the key fail; explain says so and by how much, rather than fresh.
+func TestExplainSaysWhenTheOriginIsBehindTheNode(t *testing.T) {
+	code, out, _ := ctl(t, "--json", "put", "ctl:ahead", "x")
+	var w writeJSON
+	if code != exitOK || json.Unmarshal([]byte(out), &w) != nil {
+		t.Fatalf("put = %d %q", code, out)
+	}
+	if code, out, _ := ctl(t, "invalidate", "ctl:ahead", strconv.FormatUint(w.Version+90, 10)); code != exitOK {
+		t.Fatalf("invalidate = %d %q", code, out)
+	}
+	var e explainJSON
+	testenv.WaitFor(t, 20*time.Second, func() string {
+		code, out, errOut := ctl(t, "--json", "explain", "ctl:ahead")
+		if code != exitOK || json.Unmarshal([]byte(out), &e) != nil || len(e.Nodes) != 1 {
+			return fmt.Sprintf("explain = %d %q %q", code, out, errOut)
+		}
+		if n := e.Nodes[0]; n.Verdict != verdictOriginBehind || n.BehindBy != 90 || !strings.Contains(n.Why, "reads of the key fail") {
+			return fmt.Sprintf("verdict %q by %d: %s", n.Verdict, n.BehindBy, n.Why)
+		}
+		return ""
+	})
+	if code, _, errOut := ctl(t, "get", "ctl:ahead"); code != exitUnavailable || !strings.Contains(errOut, "has seen version") {
+		t.Fatalf("get = %d %q: explain said reads fail, and they should", code, errOut)
 	}
 }

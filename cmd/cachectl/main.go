@@ -71,7 +71,7 @@ func init() {
 		{"evict", "KEY", "every node, and Redis, drops KEY's value and keeps its version; needs no version", cmdEvict},
 		{"stats", "", "a node's counters", cmdStats},
 		{"lag", "", "a node's per-partition position and freshness", cmdLag},
-		{"explain", "KEY [--nodes ADDR,..] [--no-origin]", "where is KEY's last write: the origin's version and, per node, L1 and L2, the partition's freshness, the last event applied (offset, version, source, committed_at, trace id) and a verdict: fresh, behind by N versions, or not vouching (and why)", cmdExplain},
+		{"explain", "KEY [--nodes ADDR,..] [--no-origin]", "where is KEY's last write: per node, L1 and L2, freshness, the last event applied and a verdict (fresh, behind, origin behind, not vouching)", cmdExplain},
 		{"tail", "[--from-beginning] [--count N] [--until-end]", "print change events with partition and offset", cmdTail},
 		{"health", "[--writer]", "exit 0 when the node (or the writer) reports SERVING", cmdHealth},
 		{"certs", "--dir DIR [--server N,..] [--client N,..] [--secrets N,..] [--redis-acl FILE] [--group GID] [--renew N,..|all]", "make a CA, server and client certificates, passwords and a Redis ACL file in DIR (docker-compose.secure.yml); keeps what is there and still good", cmdCerts},
@@ -229,6 +229,7 @@ func (g *globals) sub(name string, args []string, minArgs, maxArgs int, def func
 				fmt.Fprintf(w, "  --%s\n      %s%s\n", f.Name, f.Usage, def)
 			})
 		}
+		fmt.Fprintln(w, "\nGlobal flags go before the command: --node, --writer, --kafka-brokers, --topic, --json, --timeout (cachectl help).")
 	}
 	bad := func(format string, a ...any) (*flag.FlagSet, error) {
 		fmt.Fprintf(g.errOut, "cachectl %s: %s\n\n", name, fmt.Sprintf(format, a...))
@@ -250,6 +251,9 @@ func (g *globals) sub(name string, args []string, minArgs, maxArgs int, def func
 				help(g.out)
 				return nil, errHelp
 			}
+			if f, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok && globalFlags[strings.TrimLeft(f, "-")] {
+				return bad("%v: --%s is a global flag: put it before the command (cachectl --%s %s ...)", err, strings.TrimLeft(f, "-"), strings.TrimLeft(f, "-"), name)
+			}
 			return bad("%v", err)
 		}
 		if fs.NArg() == 0 {
@@ -268,6 +272,10 @@ func (g *globals) sub(name string, args []string, minArgs, maxArgs int, def func
 	_ = fs.Parse(append([]string{"--"}, pos...)) // leaves fs.Args() = the positional arguments
 	return fs, nil
 }
+
+// globalFlags are the flags cachectl takes before the command, named in the error when one is
+// given after it.
+var globalFlags = map[string]bool{"node": true, "writer": true, "kafka-brokers": true, "topic": true, "json": true, "timeout": true}
 
 // code is the exit code for an error from sub.
 func code(err error) int {

@@ -131,7 +131,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	for i := range o.nodes {
 		nodeAddrs = append(nodeAddrs, "127.0.0.1:"+strconv.Itoa(o.nodePort+i))
 	}
-	fmt.Fprintf(stdout, "cachewire demo: starting Kafka, Redis, a writer and %d cache nodes in this process...\n", o.nodes)
+	nodes := fmt.Sprintf("%d cache nodes", o.nodes)
+	if o.nodes == 1 {
+		nodes = "1 cache node"
+	}
+	fmt.Fprintf(stdout, "cachewire demo: starting Kafka, Redis, a writer and %s in this process...\n", nodes)
 	start := time.Now()
 	c, err := embedded.Start(embedded.Config{
 		Nodes: o.nodes, KafkaPort: o.kafkaPort, RedisPort: o.redisPort, Partitions: o.partitions,
@@ -162,7 +166,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "  go run ./cmd/cachectl --writer %s put user:42 Grace\n", c.WriterAddr)
 		fmt.Fprintf(stdout, "  go run ./cmd/cachectl --node %s get user:42\n", c.NodeAddrs[len(c.NodeAddrs)-1])
 		fmt.Fprintf(stdout, "  go run ./cmd/cachectl --node %s lag\n", c.NodeAddrs[0])
-		fmt.Fprintf(stdout, "  go run ./cmd/cachectl --kafka-brokers %s --topic %s tail --from-beginning\n\n", c.Brokers[0], c.Topic)
+		fmt.Fprintf(stdout, "  go run ./cmd/cachectl --kafka-brokers %s --topic %s tail --from-beginning --until-end\n\n", c.Brokers[0], c.Topic)
 		fmt.Fprintln(stdout, "Serving. Press Ctrl-C to stop.")
 		<-ctx.Done()
 		fmt.Fprintln(stdout, "\nshutting down...")

@@ -24,6 +24,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -33,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/cachewire/cachewire/internal/retry"
 	"github.com/cachewire/cachewire/internal/tracectx"
 	"github.com/cachewire/cachewire/invalidation"
 )
@@ -125,13 +127,25 @@ func (t *Tracing) Provider() trace.TracerProvider {
 	return t.tp
 }
 
-// Log says whether tracing is on and where spans go.
+// Log says whether tracing is on and where spans go, and sends OpenTelemetry's own errors (an
+// export that failed: the collector is down) to log, at most a few a minute, instead of the
+// standard logger's stderr lines.
 func (t *Tracing) Log(log *slog.Logger) {
 	if t.Provider() == nil {
 		log.Debug("tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp)")
 		return
 	}
-	log.Info("tracing on", "export", t.Description, "sampler", os.Getenv("OTEL_TRACES_SAMPLER"))
+	sampler := os.Getenv("OTEL_TRACES_SAMPLER")
+	if sampler == "" {
+		sampler = "parentbased_always_on (the default)"
+	}
+	log.Info("tracing on", "export", t.Description, "sampler", sampler)
+	limit := retry.NewLogLimiter(3, time.Minute)
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		if limit.Allow() {
+			log.Warn("tracing: OpenTelemetry error (spans may be lost)", "err", err)
+		}
+	}))
 }
 
 // Shutdown exports the spans still buffered and stops the provider; a no-op when tracing is off.

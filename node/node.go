@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/cachewire/cachewire/internal/serving"
-	"github.com/cachewire/cachewire/internal/telemetry"
+	"github.com/cachewire/cachewire/internal/tracing"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/lru"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
@@ -93,7 +93,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), sem: make(chan struct{}, cfg.MaxInFlight), readyCh: make(chan struct{}), l2parts: map[tp]l2Part{},
-		watch: newWatchHub(), recent: newRecent(), tracer: telemetry.Tracer(cfg.Tracer)}
+		watch: newWatchHub(), recent: newRecent(), tracer: tracing.Tracer(cfg.Tracer)}
 	n.born = time.Now()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.freshAt, n.l2Trusted = n.freshAsOf, n.l2Fresh
@@ -124,7 +124,7 @@ func New(cfg Config) (*Node, error) {
 			Brokers: cfg.Brokers, Topics: cfg.Topics, GroupID: cfg.GroupID, Limits: cfg.Limits, Formats: cfg.TopicFormats,
 			Logger: n.log, Kafka: cfg.Kafka, DeadLetterTopic: cfg.DeadLetterTopic,
 			Applier: invalidation.BatchApplierFunc(func(ctx context.Context, events []invalidation.Event) error {
-				spans := telemetry.StartApply(n.tracer, "apply L2", "", -1, events, time.Now(), attribute.String("cachewire.node_id", cfg.NodeID))
+				spans := tracing.StartApply(n.tracer, "apply L2", "", -1, events, time.Now(), attribute.String("cachewire.node_id", cfg.NodeID))
 				_, _, err := n.l2.ApplyBatch(ctx, events, cfg.Policy)
 				spans.End(err)
 				return err
@@ -157,7 +157,7 @@ func New(cfg Config) (*Node, error) {
 
 // applyEvents is the L1 sink: it runs on a partition's goroutine.
 func (n *Node) applyEvents(topic string, partition int, events []invalidation.Event) {
-	spans := telemetry.StartApply(n.tracer, "apply L1", topic, partition, events, time.Now(), attribute.String("cachewire.node_id", n.cfg.NodeID))
+	spans := tracing.StartApply(n.tracer, "apply L1", topic, partition, events, time.Now(), attribute.String("cachewire.node_id", n.cfg.NodeID))
 	defer spans.End(nil)
 	for i := range events {
 		if events[i].Op == invalidation.OpEvict {

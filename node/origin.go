@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/internal/tracectx"
+	"github.com/cachewire/cachewire/internal/tracing"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
 
@@ -79,7 +79,7 @@ func OpenOrigin(raw string, o OriginOptions) (Loader, func() error, error) {
 		}
 		opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 		if o.Tracer != nil {
-			opts = append(opts, telemetry.DialOption(o.Tracer))
+			opts = append(opts, tracing.DialOption(o.Tracer))
 		}
 		conn, err := grpc.NewClient(u.Host, opts...)
 		if err != nil {

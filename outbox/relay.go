@@ -18,8 +18,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cachewire/cachewire/internal/retry"
-	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/internal/topics"
+	"github.com/cachewire/cachewire/internal/tracing"
 	"github.com/cachewire/cachewire/invalidation"
 )
 
@@ -142,7 +142,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), done: make(chan struct{}), tracer: telemetry.Tracer(cfg.Tracer)}
+	r := &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), done: make(chan struct{}), tracer: tracing.Tracer(cfg.Tracer)}
 	r.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cachewire_outbox_publish_latency_seconds",
 		Help: "From the row's commit to Kafka's ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)})
 	if cfg.Registerer != nil {
@@ -442,7 +442,7 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 	msgs := make([]kafka.Message, 0, len(rows))
 	var sent, dead []int64
 	var dls []kafka.Message
-	var spans telemetry.Spans
+	var spans tracing.Spans
 	for _, rw := range rows {
 		if rw.invalid != nil {
 			dead = append(dead, rw.seq)
@@ -462,7 +462,7 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (int, error) {
 			continue
 		}
 		one := []invalidation.Event{rw.event} // StartPublish points its Trace at the publish span
-		spans = append(spans, telemetry.StartPublish(r.tracer, r.cfg.Topic, one, attribute.Int64("cachewire.outbox_seq", rw.seq))...)
+		spans = append(spans, tracing.StartPublish(r.tracer, r.cfg.Topic, one, attribute.Int64("cachewire.outbox_seq", rw.seq))...)
 		rw.event = one[0]
 		raw, err := invalidation.Encode(&rw.event)
 		if err != nil {

@@ -9,7 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/cachewire/cachewire/internal/retry"
-	"github.com/cachewire/cachewire/internal/telemetry"
+	"github.com/cachewire/cachewire/internal/tracing"
 	"github.com/cachewire/cachewire/invalidation"
 )
 
@@ -94,7 +94,7 @@ func (w *Writer) relayOnce() (int, error) {
 		w.advance(rows[len(rows)-1].seq)
 		return len(bad), nil
 	}
-	spans := telemetry.StartPublish(w.tracer, w.cfg.Topic, events, attribute.String("cachewire.writer_id", w.cfg.WriterID))
+	spans := tracing.StartPublish(w.tracer, w.cfg.Topic, events, attribute.String("cachewire.writer_id", w.cfg.WriterID))
 	err = w.publish(events)
 	spans.End(err)
 	if rejected(err) {

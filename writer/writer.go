@@ -15,8 +15,8 @@ import (
 
 	"github.com/cachewire/cachewire/internal/retry"
 	"github.com/cachewire/cachewire/internal/serving"
-	"github.com/cachewire/cachewire/internal/telemetry"
 	"github.com/cachewire/cachewire/internal/topics"
+	"github.com/cachewire/cachewire/internal/tracing"
 	"github.com/cachewire/cachewire/invalidation"
 	pb "github.com/cachewire/cachewire/proto/cachewire/v1"
 )
@@ -83,7 +83,7 @@ func New(cfg Config) (*Writer, error) {
 		return nil, err
 	}
 	w := &Writer{
-		cfg: cfg, log: cfg.Logger.With("writer", cfg.WriterID), store: st, pub: pub, limits: limits, tracer: telemetry.Tracer(cfg.Tracer),
+		cfg: cfg, log: cfg.Logger.With("writer", cfg.WriterID), store: st, pub: pub, limits: limits, tracer: tracing.Tracer(cfg.Tracer),
 		writes: make(chan *write, 1024), kick: make(chan struct{}, 1), deadKick: make(chan struct{}, 1),
 		deadLog: retry.NewLogLimiter(10, time.Second), advanced: make(chan struct{}), dead: map[uint64]struct{}{},
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/cachewire/cachewire/internal/flagenv"
 	"github.com/cachewire/cachewire/internal/security"
 	"github.com/cachewire/cachewire/internal/telemetry"
+	"github.com/cachewire/cachewire/internal/tracing"
 	"github.com/cachewire/cachewire/invalidation"
 	"github.com/cachewire/cachewire/node"
 )
@@ -226,17 +227,17 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		flagenv.PrintError(stderr, "cachenode", err)
 		return 2
 	}
-	tracing, err := telemetry.Setup(context.Background(), "cachewire-node", o.cfg.NodeID)
+	tel, err := telemetry.Setup(context.Background(), "cachewire-node", o.cfg.NodeID)
 	if err != nil {
 		flagenv.PrintError(stderr, "cachenode", err)
 		return 2
 	}
-	defer flushSpans(log, tracing)
-	o.cfg.Tracer = tracing.Provider()
+	defer flushSpans(log, tel)
+	o.cfg.Tracer = tel.Provider()
 	if o.check {
 		o.cfg.Logger = slog.New(slog.DiscardHandler) // a check prints its verdict only
 	} else {
-		tracing.Log(log)
+		tel.Log(log)
 	}
 	switch {
 	case o.origin != "":
@@ -257,7 +258,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		log.Warn("--origin-addr is deprecated and will be removed in the next release: use --origin grpc://" + o.originAddr)
 		var opts []grpc.DialOption
 		if o.cfg.Tracer != nil {
-			opts = append(opts, telemetry.DialOption(o.cfg.Tracer))
+			opts = append(opts, tracing.DialOption(o.cfg.Tracer))
 		}
 		loader, err := node.DialWriter(o.originAddr, opts...)
 		if err != nil {

@@ -45,7 +45,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
-	"github.com/cachewire/cachewire/internal/telemetry"
+	"github.com/cachewire/cachewire/internal/tracing"
 )
 
 // ErrClosed is returned by Start, Shutdown and Close once the server was stopped.
@@ -161,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		opts = append(opts, grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes))
 	}
 	if cfg.Tracer != nil {
-		opts = append(opts, telemetry.ServerOption(cfg.Tracer))
+		opts = append(opts, tracing.ServerOption(cfg.Tracer))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	cfg.Register(s.grpc)
